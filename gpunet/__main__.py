@@ -1,0 +1,5 @@
+import sys
+
+from gpunet.cli import main
+
+sys.exit(main())

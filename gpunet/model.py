@@ -1,0 +1,228 @@
+"""The network's parameters, their initialisation, the forward pass and the loss.
+
+    h(x) = W2 · σ(W1 · x + b1) + b2          σ(z) = 1 / (1 + e^(−z))
+    J    = 1/(2m) · Σ_i ‖y_i − h(x_i)‖²
+
+Shapes: X (m, d), Y (m, p), W1 (n, d), b1 (n,), W2 (p, n), b2 (p,).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from gpunet import validation
+from gpunet.backend import backend_of, get_namespace, to_backend
+from gpunet.kernels import bias_sigmoid
+from gpunet.validation import check_features, check_float_dtype, check_targets
+
+PARAM_NAMES = ("w1", "b1", "w2", "b2")
+
+DEFAULT_WORK_BYTES = 256 * 2**20
+"""The default bound on the (m, n) working set of a pass over the samples."""
+
+
+@dataclasses.dataclass
+class Params:
+    """The four parameter arrays of the network, on one backend, in one dtype.
+
+    w1: (n, d), b1: (n,), w2: (p, n), b2: (p,), float32 or float64.
+    Their dtype decides the dtype of the computation. Gradients come back as a
+    Params of the same shapes.
+    """
+
+    w1: Any
+    b1: Any
+    w2: Any
+    b2: Any
+
+    def __post_init__(self) -> None:
+        arrays = dict(zip(PARAM_NAMES, self, strict=True))
+        get_namespace(*arrays.values())  # one backend for all four
+        dtypes = {name: a.dtype for name, a in arrays.items()}
+        if len(set(dtypes.values())) != 1:
+            raise TypeError(f"parameters must share one dtype; got {dtypes}")
+        check_float_dtype(self.w1.dtype, "parameter dtype")
+        n, p = self.w1.shape[0] if self.w1.ndim == 2 else -1, self.w2.shape[0]
+        expected = {
+            "w1": ("(n_hidden, n_features)", self.w1.ndim == 2 and min(self.w1.shape) >= 1),
+            "b1": (f"({n},)", self.b1.shape == (n,)),
+            "w2": (f"(n_outputs, {n})", self.w2.ndim == 2 and p >= 1 and self.w2.shape[1] == n),
+            "b2": (f"({p},)", self.b2.shape == (p,)),
+        }
+        for name, (shape, ok) in expected.items():
+            if not ok:
+                raise ValueError(
+                    f"{name} must have shape {shape}; got {arrays[name].shape} "
+                    f"(shapes: {self.shapes})"
+                )
+
+    @classmethod
+    def init(
+        cls,
+        n_features: int,
+        n_hidden: int,
+        n_outputs: int = 1,
+        *,
+        dtype: Any = np.float64,
+        seed: int | np.random.Generator | None = None,
+        backend: str | None = None,
+    ) -> Params:
+        """Glorot-uniform initialisation with scikit-learn's factor for logistic units.
+
+        Each layer's weights and biases are drawn from U(−r, r) with
+        r = √(2 / (fan_in + fan_out)), as MLPRegressor(activation='logistic')
+        does. The draw is made on the host from ``seed``, so one seed gives the
+        same network on every backend.
+        """
+        sizes = {"n_features": n_features, "n_hidden": n_hidden, "n_outputs": n_outputs}
+        for name, size in sizes.items():
+            if not isinstance(size, (int, np.integer)) or size < 1:
+                raise ValueError(f"{name} must be a positive integer; got {size!r}")
+        dtype = check_float_dtype(dtype)
+        rng = np.random.default_rng(seed)
+
+        def layer(fan_in: int, fan_out: int) -> tuple[np.ndarray, np.ndarray]:
+            bound = np.sqrt(2.0 / (fan_in + fan_out))
+            weights = rng.uniform(-bound, bound, (fan_out, fan_in))
+            return weights, rng.uniform(-bound, bound, fan_out)
+
+        w1, b1 = layer(n_features, n_hidden)
+        w2, b2 = layer(n_hidden, n_outputs)
+        host = cls(*(a.astype(dtype) for a in (w1, b1, w2, b2)))
+        return host.to(backend)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.w1, self.b1, self.w2, self.b2))
+
+    @property
+    def xp(self) -> ModuleType:
+        """The array module the parameters live in (numpy or cupy)."""
+        return get_namespace(self.w1)
+
+    @property
+    def backend(self) -> str:
+        return backend_of(self.w1)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.w1.dtype
+
+    @property
+    def n_features(self) -> int:
+        return self.w1.shape[1]
+
+    @property
+    def n_hidden(self) -> int:
+        return self.w1.shape[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.w2.shape[0]
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: a.shape for name, a in zip(PARAM_NAMES, self, strict=True)}
+
+    def to(self, backend: str | None) -> Params:
+        """The parameters on ``backend`` ("numpy", "cupy", "auto", or None for
+        GPUNET_BACKEND or auto); arrays are copied only if they move."""
+        return Params(*(to_backend(a, backend) for a in self))
+
+    def astype(self, dtype: Any) -> Params:
+        """The parameters cast to ``dtype`` (float32 or float64)."""
+        dtype = check_float_dtype(dtype)
+        return Params(*(a.astype(dtype, copy=False) for a in self))
+
+    def copy(self) -> Params:
+        return Params(*(a.copy() for a in self))
+
+    def zeros_like(self) -> Params:
+        xp = self.xp
+        return Params(*(xp.zeros_like(a) for a in self))
+
+
+def chunk_rows(n_hidden: int, dtype: np.dtype, max_work_bytes: int, buffers: int = 4) -> int:
+    """How many samples a chunk holds so that ``buffers`` (rows, n) arrays fit the budget."""
+    if max_work_bytes <= 0:
+        raise ValueError(f"max_work_bytes must be positive; got {max_work_bytes}")
+    return max(1, int(max_work_bytes) // (buffers * n_hidden * np.dtype(dtype).itemsize))
+
+
+def hidden_layer(params: Params, X: Any, out: Any = None) -> Any:
+    """A = σ(X W1ᵀ + b1): X (m, d) in the parameters' dtype → A (m, n), into ``out`` if given."""
+    z = params.xp.matmul(X, params.w1.T, out=out)
+    return bias_sigmoid(z, params.b1, out=z)
+
+
+def output_layer(params: Params, hidden: Any) -> Any:
+    """H = A W2ᵀ + b2: A (m, n) → H (m, p)."""
+    out = hidden @ params.w2.T
+    out += params.b2
+    return out
+
+
+def forward(params: Params, X: Any, *, max_work_bytes: int = DEFAULT_WORK_BYTES) -> Any:
+    """The network's outputs H = W2 σ(W1 X + b1) + b2 for X (m, d): H (m, p).
+
+    Computed in chunks of samples so the (m, n) hidden layer is never whole.
+    """
+    X = check_features(X, params.n_features, params.xp)
+    rows = chunk_rows(params.n_hidden, params.dtype, max_work_bytes)
+    out = params.xp.empty((X.shape[0], params.n_outputs), dtype=params.dtype)
+    for start in range(0, X.shape[0], rows):
+        chunk = X[start : start + rows].astype(params.dtype, copy=False)
+        out[start : start + rows] = output_layer(params, hidden_layer(params, chunk))
+    return out
+
+
+def predict(params: Params, X: Any, *, max_work_bytes: int = DEFAULT_WORK_BYTES) -> Any:
+    """Predictions for X (m, d): (m,) when p = 1, as scikit-learn's regressors give; else (m, p)."""
+    out = forward(params, X, max_work_bytes=max_work_bytes)
+    return out.ravel() if params.n_outputs == 1 else out
+
+
+def loss(
+    params: Params,
+    X: Any,
+    y: Any,
+    *,
+    max_work_bytes: int = DEFAULT_WORK_BYTES,
+    check_finite: bool = True,
+) -> Any:
+    """J = 1/(2m) Σ_i ‖y_i − h(x_i)‖² for X (m, d), y (m,) or (m, p).
+
+    Returns a 0-d array on the parameters' backend (``float(...)`` brings it
+    to the host); no gradient is computed.
+    """
+    total, m = params.xp.zeros((), dtype=params.dtype), 0
+    for X_chunk, Y_chunk in sample_chunks(params, X, y, max_work_bytes, check_finite):
+        residual = output_layer(params, hidden_layer(params, X_chunk))
+        residual -= Y_chunk
+        total += (residual * residual).sum()
+        m += X_chunk.shape[0]
+    return total / (2 * m)
+
+
+def sample_chunks(
+    params: Params, X: Any, y: Any, max_work_bytes: int, finite: bool
+) -> Iterator[tuple[Any, Any]]:
+    """(X, Y) in chunks of samples sized to the work budget, cast to the parameters' dtype.
+
+    Validates the shapes first, and each chunk for NaN and Inf when ``finite``.
+    Casting chunk by chunk keeps a float64 X from being copied whole.
+    """
+    xp = params.xp
+    X = check_features(X, params.n_features, xp)
+    Y = check_targets(y, X.shape[0], params.n_outputs, xp)
+    rows = chunk_rows(params.n_hidden, params.dtype, max_work_bytes)
+    for start in range(0, X.shape[0], rows):
+        X_chunk, Y_chunk = X[start : start + rows], Y[start : start + rows]
+        if finite:
+            validation.check_finite(X_chunk, "X", start)
+            validation.check_finite(Y_chunk, "y", start)
+        yield X_chunk.astype(params.dtype, copy=False), Y_chunk.astype(params.dtype, copy=False)
