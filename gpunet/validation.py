@@ -90,7 +90,7 @@ def check_finite(array: Any, name: str, row_offset: int = 0) -> None:
     xp = get_namespace(array)
     finite_rows = xp.isfinite(array).all(axis=tuple(range(1, array.ndim)))
     if not bool(finite_rows.all()):
-        row = int(xp.argmin(finite_rows)) + row_offset
+        row = int(xp.flatnonzero(~finite_rows)[0]) + row_offset
         raise ValueError(
             f"{name} holds NaN or Inf (first at row {row}); remove or impute those "
             "rows first, or pass check_finite=False to skip this check"
