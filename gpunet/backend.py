@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -109,6 +110,41 @@ def to_backend(array: Any, backend: str | None) -> Any:
 def to_numpy(array: Any) -> np.ndarray:
     """``array`` as a NumPy array, copied from the device if it is a CuPy array."""
     return array.get() if is_cupy_array(array) else np.asarray(array)
+
+
+@functools.cache
+def cpu_block_bytes() -> int:
+    """Bytes of one (rows, n) work buffer on the CPU: a quarter of a core's L2 cache.
+
+    Two such buffers and the small ones beside them then stay in L2 through
+    the dozen passes a chunk takes. GPUNET_CPU_BLOCK_BYTES overrides it.
+    """
+    override = os.environ.get("GPUNET_CPU_BLOCK_BYTES")
+    return int(override) if override else _l2_cache_bytes() // 4
+
+
+@functools.cache
+def cpu_lanes() -> int:
+    """Chunks the CPU computes at once: the cores this process may use.
+
+    GPUNET_NUM_THREADS overrides it; results depend on it within rounding only.
+    """
+    override = os.environ.get("GPUNET_NUM_THREADS")
+    if override:
+        return max(1, int(override))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _l2_cache_bytes() -> int:
+    """A core's L2 cache size as Linux reports it; 1 MiB where it does not."""
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip()
+                return int(size[:-1]) * 1024 if size.endswith("K") else int(size)
+        except (OSError, ValueError):
+            break
+    return 2**20
 
 
 def cpu_name() -> str:

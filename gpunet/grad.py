@@ -4,27 +4,92 @@ With A = σ(X W1ᵀ + b1), H = A W2ᵀ + b2 and R = H − Y:
 
     J      = 1/(2m) Σ_i ‖R_i‖²
     ∂J/∂W2 = Rᵀ A / m                      ∂J/∂b2 = Σ_i R_i / m
-    Δ      = (R W2) ⊙ A ⊙ (1 − A)
+    Δ      = (R W2) ⊙ S,  S = A ⊙ (1 − A)   (the fused σ(1−σ) term)
     ∂J/∂W1 = Δᵀ X / m                      ∂J/∂b1 = Σ_i Δ_i / m
 
-In the seed's notation (p = 1, ω₂,ₖ the k-th entry of W2, ω₁,ₖ the k-th row
-of W1), ∂J/∂ω₂,ₖ = 1/m Σ_i r_i σ_ik and ∂J/∂ω₁,ₖ = ω₂,ₖ/m Σ_i r_i σ_ik(1 − σ_ik) x_i:
+For one output (p = 1), R W2 is the outer product r w2 and Δ = diag(r) S diag(w2),
+so Δ is never formed: ∂J/∂W1 = diag(w2) Sᵀ (r ⊙ X) / m and ∂J/∂b1 = diag(w2) Sᵀ r / m,
+which saves two passes over the (m, n) block.
+
+In the seed's notation (p = 1, ω₂,ₖ the k-th entry of W2, ω₁,ₖ the k-th row of
+W1), ∂J/∂ω₂,ₖ = 1/m Σ_i r_i σ_ik and ∂J/∂ω₁,ₖ = ω₂,ₖ/m Σ_i r_i σ_ik(1 − σ_ik) x_i:
 the seed's derivation has these two labels the wrong way round.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gpunet.kernels import outer_sigmoid_delta, sigmoid_delta
+from gpunet.kernels import sigmoid_delta, sigmoid_grad
 from gpunet.model import (
     DEFAULT_WORK_BYTES,
     Params,
-    chunk_rows,
+    check_data,
     hidden_layer,
+    load_chunk,
     output_layer,
-    sample_chunks,
+    plan_chunks,
 )
+from gpunet.validation import NonFiniteError
+
+
+class GradientSums:
+    """Σ over chunks of samples of ‖R_i‖² and of each gradient's terms.
+
+    Holds the (rows, n) work buffers it reuses from chunk to chunk, so adding a
+    chunk allocates nothing of size rows × n.
+    """
+
+    def __init__(self, params: Params, rows: int) -> None:
+        xp = params.xp
+        self.params = params
+        self.sums = params.zeros_like()
+        self.squares = xp.zeros((), dtype=params.dtype)
+        self.count = 0
+        self._hidden = xp.empty((rows, params.n_hidden), dtype=params.dtype)
+        self._slope = xp.empty_like(self._hidden)
+        self._scaled = xp.empty((rows, params.n_features), dtype=params.dtype)
+
+    def add(self, X: Any, Y: Any) -> None:
+        """Add the terms of one chunk: X (c, d), Y (c, p) in the parameters' dtype, c ≤ rows."""
+        params, sums, size = self.params, self.sums, X.shape[0]
+        xp = params.xp
+        hidden = hidden_layer(params, X, out=self._hidden[:size])
+        residual = output_layer(params, hidden)
+        residual -= Y
+        self.squares += xp.vdot(residual, residual)
+        self.count += size
+
+        sums.w2 += residual.T @ hidden
+        sums.b2 += residual.sum(axis=0)
+        if params.n_outputs == 1:
+            slope = sigmoid_grad(hidden, out=self._slope[:size])
+            sums.w1 += slope.T @ xp.multiply(X, residual, out=self._scaled[:size])
+            sums.b1 += slope.T @ residual[:, 0]
+        else:
+            upstream = xp.matmul(residual, params.w2, out=self._slope[:size])
+            delta = sigmoid_delta(upstream, hidden, out=upstream)
+            sums.w1 += delta.T @ X
+            sums.b1 += delta.sum(axis=0)
+
+    def merge(self, other: GradientSums) -> None:
+        for mine, theirs in zip(self.sums, other.sums, strict=True):
+            mine += theirs
+        self.squares += other.squares
+        self.count += other.count
+
+    def result(self) -> tuple[Any, Params]:
+        """(J, gradients): the sums divided by m, with diag(w2) applied for p = 1."""
+        grads, m = self.sums.copy(), self.count
+        if self.params.n_outputs == 1:
+            grads.w1 *= self.params.w2.T
+            grads.b1 *= self.params.w2[0]
+        for gradient in grads:
+            gradient /= m
+        return self.squares / (2 * m), grads
 
 
 def loss_and_grad(
@@ -41,42 +106,47 @@ def loss_and_grad(
     parameters' dtype, which is the dtype of the computation.
 
     The samples are taken in chunks whose (rows, n) buffers fit in
-    ``max_work_bytes``, allocated once and reused, so memory does not grow
-    with m; the gradients are sums over chunks and equal the one-shot result
-    within rounding. ``check_finite`` rejects NaN and Inf in X and y (on a GPU
-    it costs a device-to-host sync per chunk).
+    ``max_work_bytes`` (and, on the CPU, in cache), allocated once and reused,
+    so memory does not grow with m. On the CPU each core sums every
+    lanes-th chunk and the partial sums are added in lane order, so a result
+    is the same from run to run on one machine; it equals the one-shot
+    result within rounding. ``check_finite`` rejects NaN and Inf in X and y
+    (on a GPU it costs a device-to-host sync per chunk).
 
     Returns ``(loss, grads)``: the loss as a 0-d array on the parameters'
     backend, and a Params of gradients with the parameters' shapes.
     """
-    xp = params.xp
-    grads = params.zeros_like()
-    total, m = xp.zeros((), dtype=params.dtype), 0
-    rows = chunk_rows(params.n_hidden, params.dtype, max_work_bytes)
-    hidden_buffer = upstream_buffer = None
-    for X_chunk, Y_chunk in sample_chunks(params, X, y, max_work_bytes, check_finite):
-        if hidden_buffer is None:
-            rows = min(rows, X_chunk.shape[0])
-            hidden_buffer = xp.empty((rows, params.n_hidden), dtype=params.dtype)
-        size = X_chunk.shape[0]
-        hidden = hidden_layer(params, X_chunk, out=hidden_buffer[:size])
-        residual = output_layer(params, hidden)
-        residual -= Y_chunk
-        total += (residual * residual).sum()
-        m += size
+    X, Y = check_data(params, X, y)
+    m = X.shape[0]
+    rows, lanes = plan_chunks(params, m, max_work_bytes)
 
-        grads.w2 += residual.T @ hidden
-        grads.b2 += residual.sum(axis=0)
-        if params.n_outputs == 1:
-            delta = outer_sigmoid_delta(residual, params.w2, hidden, out=hidden)
-        else:
-            if upstream_buffer is None:
-                upstream_buffer = xp.empty_like(hidden_buffer)
-            upstream = xp.matmul(residual, params.w2, out=upstream_buffer[:size])
-            delta = sigmoid_delta(upstream, hidden, out=hidden)
-        grads.w1 += delta.T @ X_chunk
-        grads.b1 += delta.sum(axis=0)
+    def sum_lane(lane: int) -> GradientSums:
+        sums = GradientSums(params, rows)
+        for start in range(lane * rows, m, lanes * rows):
+            sums.add(*load_chunk(params, X, Y, start, rows, check_finite))
+        return sums
 
-    for gradient in grads:
-        gradient /= m
-    return total / (2 * m), grads
+    first, *others = _map_lanes(sum_lane, lanes)
+    for other in others:
+        first.merge(other)
+    return first.result()
+
+
+def _map_lanes(function: Callable[[int], GradientSums], lanes: int) -> list[GradientSums]:
+    """[function(0), …, function(lanes − 1)], run on threads when lanes > 1.
+
+    NumPy and BLAS release the GIL, so the lanes run on separate cores. Of the
+    NaN/Inf errors the lanes meet, the one at the first row is raised.
+    """
+    if lanes == 1:
+        return [function(0)]
+    futures = [_executor(lanes).submit(function, lane) for lane in range(lanes)]
+    errors = [f.exception() for f in futures if isinstance(f.exception(), NonFiniteError)]
+    if errors:
+        raise min(errors, key=lambda error: error.row)
+    return [f.result() for f in futures]
+
+
+@functools.cache
+def _executor(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpunet")

@@ -65,32 +65,24 @@ def _cuda_kernels() -> dict[str, Any]:
         "bias_sigmoid": define(
             "T z, T b", "T a", "a = gpunet_bias_sigmoid(z, b)", "gpunet_bias_sigmoid"
         ),
+        "sigmoid_grad": define(
+            "T a", "T slope", "slope = gpunet_sigmoid_grad(a)", "gpunet_sigmoid_grad"
+        ),
         "sigmoid_delta": define(
             "T g, T a", "T delta", "delta = gpunet_sigmoid_delta(g, a)", "gpunet_sigmoid_delta"
-        ),
-        "outer_sigmoid_delta": define(
-            "T r, T w, T a",
-            "T delta",
-            "delta = gpunet_outer_sigmoid_delta(r, w, a)",
-            "gpunet_outer_sigmoid_delta",
         ),
     }
 
 
 def sigmoid(z: Any, out: Any = None) -> Any:
-    """σ(z) = 1 / (1 + e^(−z)) on the CPU, without overflow for any finite z.
+    """σ(z) = 1 / (1 + e^(−z)) on the CPU, as ``gpunet_sigmoid`` computes it on the GPU.
 
-    With e = e^(−|z|) ≤ 1: σ(z) = 1 / (1 + e) for z ≥ 0 and e / (1 + e) for
-    z < 0, the same branches as ``gpunet_sigmoid`` in the CUDA header.
+    For z below about −88.7 (float32) or −709.8 (float64), e^(−z) overflows to
+    +inf and σ(z) = 1 / inf = 0, where the true value is below the smallest
+    normal number; that overflow is expected and not reported.
     """
-    z = np.asarray(z)
-    negative = z < 0  # taken first: ``out`` may be ``z``
-    e = np.abs(z, out=out)
-    np.negative(e, out=e)
-    np.exp(e, out=e)
-    numerator = np.where(negative, e, z.dtype.type(1))
-    e += 1
-    return np.divide(numerator, e, out=e)
+    e = np.negative(z, out=out)
+    return _one_over_one_plus_exp(e)
 
 
 def bias_sigmoid(z: Any, bias: Any, out: Any = None) -> Any:
@@ -100,9 +92,23 @@ def bias_sigmoid(z: Any, bias: Any, out: Any = None) -> Any:
     out: (m, n) or None, may be ``z``. Returns A, (m, n).
     """
     if get_namespace(z, bias) is not np:
-        return _cuda_kernels()["bias_sigmoid"](z, bias, out)
-    shifted = np.add(z, bias, out=out)
-    return sigmoid(shifted, out=shifted)
+        return _launch("bias_sigmoid", z, bias, out=out)
+    e = np.subtract(-bias, z, out=out)  # −(z + b) in one pass
+    return _one_over_one_plus_exp(e)
+
+
+def sigmoid_grad(hidden: Any, out: Any = None) -> Any:
+    """The fused σ(1−σ) term: S = A ⊙ (1 − A), σ'(z) from A = σ(z).
+
+    hidden: A, (m, n); out: (m, n) or None, may be ``hidden``. Returns S, (m, n).
+    """
+    if get_namespace(hidden) is not np:
+        return _launch("sigmoid_grad", hidden, out=out)
+    if out is None or np.shares_memory(out, hidden):
+        return np.multiply(hidden, 1 - hidden, out=out)
+    np.subtract(hidden.dtype.type(1), hidden, out=out)
+    out *= hidden
+    return out
 
 
 def sigmoid_delta(upstream: Any, hidden: Any, out: Any = None) -> Any:
@@ -112,23 +118,19 @@ def sigmoid_delta(upstream: Any, hidden: Any, out: Any = None) -> Any:
     out: (m, n) or None, may be either input. Returns Δ, (m, n).
     """
     if get_namespace(upstream, hidden) is not np:
-        return _cuda_kernels()["sigmoid_delta"](upstream, hidden, out)
-    return _numpy_sigmoid_delta(upstream, hidden, out)
-
-
-def outer_sigmoid_delta(residual: Any, w2: Any, hidden: Any, out: Any = None) -> Any:
-    """Δ = (R W2) ⊙ A ⊙ (1 − A) for one output (p = 1), the outer product fused.
-
-    residual: R, (m, 1); w2: W2, (1, n); hidden: A, (m, n);
-    out: (m, n) or None, may be ``hidden``. Returns Δ, (m, n).
-    """
-    if get_namespace(residual, w2, hidden) is not np:
-        return _cuda_kernels()["outer_sigmoid_delta"](residual, w2, hidden, out)
-    return _numpy_sigmoid_delta(residual * w2, hidden, out)
-
-
-def _numpy_sigmoid_delta(upstream: np.ndarray, hidden: np.ndarray, out: Any) -> np.ndarray:
+        return _launch("sigmoid_delta", upstream, hidden, out=out)
     # Same order of operations as gpunet_sigmoid_delta: g · (a · (1 − a)).
-    slope = np.subtract(hidden.dtype.type(1), hidden)
-    slope *= hidden
-    return np.multiply(upstream, slope, out=out)
+    return np.multiply(upstream, sigmoid_grad(hidden), out=out)
+
+
+def _launch(name: str, *inputs: Any, out: Any) -> Any:
+    """Run one CuPy kernel; CuPy allocates the output unless one is given."""
+    return _cuda_kernels()[name](*inputs, *(() if out is None else (out,)))
+
+
+def _one_over_one_plus_exp(e: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^e), in place in ``e``."""
+    with np.errstate(over="ignore"):  # e^e = +inf gives 1 / inf = 0, the right limit
+        np.exp(e, out=e)
+    e += 1
+    return np.divide(e.dtype.type(1), e, out=e)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from gpunet import validation
-from gpunet.backend import backend_of, get_namespace, to_backend
+from gpunet.backend import backend_of, cpu_block_bytes, cpu_lanes, get_namespace, to_backend
 from gpunet.kernels import bias_sigmoid
 from gpunet.validation import check_features, check_float_dtype, check_targets
 
@@ -24,6 +24,10 @@ PARAM_NAMES = ("w1", "b1", "w2", "b2")
 
 DEFAULT_WORK_BYTES = 256 * 2**20
 """The default bound on the (m, n) working set of a pass over the samples."""
+
+WORK_BUFFERS = 4
+"""(rows, n) arrays a chunk needs at most at once: the hidden layer, the slope or
+delta, and the temporaries of the NumPy fallbacks."""
 
 
 @dataclasses.dataclass
@@ -146,11 +150,24 @@ class Params:
         return Params(*(xp.zeros_like(a) for a in self))
 
 
-def chunk_rows(n_hidden: int, dtype: np.dtype, max_work_bytes: int, buffers: int = 4) -> int:
-    """How many samples a chunk holds so that ``buffers`` (rows, n) arrays fit the budget."""
+def plan_chunks(params: Params, n_samples: int, max_work_bytes: int) -> tuple[int, int]:
+    """(rows, lanes): samples per chunk, and chunks computed at once.
+
+    On a GPU one lane takes the largest chunks the budget allows: ``buffers``
+    (rows, n) arrays in ``max_work_bytes``. On the CPU one lane per core
+    (backend.cpu_lanes), each with chunks that fit its cache
+    (backend.cpu_block_bytes), so each pass over a chunk reads the cache, not
+    memory; the budget is shared between the lanes.
+    """
     if max_work_bytes <= 0:
         raise ValueError(f"max_work_bytes must be positive; got {max_work_bytes}")
-    return max(1, int(max_work_bytes) // (buffers * n_hidden * np.dtype(dtype).itemsize))
+    row_bytes = WORK_BUFFERS * params.n_hidden * params.dtype.itemsize
+    lanes = cpu_lanes() if params.backend == "numpy" else 1
+    rows = int(max_work_bytes) // (lanes * row_bytes)
+    if params.backend == "numpy":
+        rows = min(rows, cpu_block_bytes() // (params.n_hidden * params.dtype.itemsize))
+    rows = max(1, min(rows, -(-n_samples // lanes)))
+    return rows, min(lanes, -(-n_samples // rows))
 
 
 def hidden_layer(params: Params, X: Any, out: Any = None) -> Any:
@@ -172,7 +189,7 @@ def forward(params: Params, X: Any, *, max_work_bytes: int = DEFAULT_WORK_BYTES)
     Computed in chunks of samples so the (m, n) hidden layer is never whole.
     """
     X = check_features(X, params.n_features, params.xp)
-    rows = chunk_rows(params.n_hidden, params.dtype, max_work_bytes)
+    rows, _ = plan_chunks(params, X.shape[0], max_work_bytes)
     out = params.xp.empty((X.shape[0], params.n_outputs), dtype=params.dtype)
     for start in range(0, X.shape[0], rows):
         chunk = X[start : start + rows].astype(params.dtype, copy=False)
@@ -199,30 +216,33 @@ def loss(
     Returns a 0-d array on the parameters' backend (``float(...)`` brings it
     to the host); no gradient is computed.
     """
-    total, m = params.xp.zeros((), dtype=params.dtype), 0
-    for X_chunk, Y_chunk in sample_chunks(params, X, y, max_work_bytes, check_finite):
+    X, Y = check_data(params, X, y)
+    rows, _ = plan_chunks(params, X.shape[0], max_work_bytes)
+    total = params.xp.zeros((), dtype=params.dtype)
+    for start in range(0, X.shape[0], rows):
+        X_chunk, Y_chunk = load_chunk(params, X, Y, start, rows, check_finite)
         residual = output_layer(params, hidden_layer(params, X_chunk))
         residual -= Y_chunk
-        total += (residual * residual).sum()
-        m += X_chunk.shape[0]
-    return total / (2 * m)
+        total += params.xp.vdot(residual, residual)
+    return total / (2 * X.shape[0])
 
 
-def sample_chunks(
-    params: Params, X: Any, y: Any, max_work_bytes: int, finite: bool
-) -> Iterator[tuple[Any, Any]]:
-    """(X, Y) in chunks of samples sized to the work budget, cast to the parameters' dtype.
+def check_data(params: Params, X: Any, y: Any) -> tuple[Any, Any]:
+    """X (m, d) and Y (m, p) as arrays of the parameters' backend, their shapes checked."""
+    X = check_features(X, params.n_features, params.xp)
+    return X, check_targets(y, X.shape[0], params.n_outputs, params.xp)
 
-    Validates the shapes first, and each chunk for NaN and Inf when ``finite``.
-    Casting chunk by chunk keeps a float64 X from being copied whole.
+
+def load_chunk(
+    params: Params, X: Any, Y: Any, start: int, rows: int, finite: bool
+) -> tuple[Any, Any]:
+    """Rows start:start + rows of X and Y, cast to the parameters' dtype.
+
+    Checked for NaN and Inf when ``finite``. Casting chunk by chunk keeps a
+    float64 X from being copied whole.
     """
-    xp = params.xp
-    X = check_features(X, params.n_features, xp)
-    Y = check_targets(y, X.shape[0], params.n_outputs, xp)
-    rows = chunk_rows(params.n_hidden, params.dtype, max_work_bytes)
-    for start in range(0, X.shape[0], rows):
-        X_chunk, Y_chunk = X[start : start + rows], Y[start : start + rows]
-        if finite:
-            validation.check_finite(X_chunk, "X", start)
-            validation.check_finite(Y_chunk, "y", start)
-        yield X_chunk.astype(params.dtype, copy=False), Y_chunk.astype(params.dtype, copy=False)
+    X_chunk, Y_chunk = X[start : start + rows], Y[start : start + rows]
+    if finite:
+        validation.check_finite(X_chunk, "X", start)
+        validation.check_finite(Y_chunk, "y", start)
+    return X_chunk.astype(params.dtype, copy=False), Y_chunk.astype(params.dtype, copy=False)

@@ -85,13 +85,20 @@ def check_targets(y: Any, n_samples: int, n_outputs: int, xp: ModuleType) -> Any
     return Y
 
 
-def check_finite(array: Any, name: str, row_offset: int = 0) -> None:
-    """ValueError naming the first row of ``array`` that holds NaN or Inf."""
-    xp = get_namespace(array)
-    finite_rows = xp.isfinite(array).all(axis=tuple(range(1, array.ndim)))
-    if not bool(finite_rows.all()):
-        row = int(xp.flatnonzero(~finite_rows)[0]) + row_offset
-        raise ValueError(
+class NonFiniteError(ValueError):
+    """Data holds NaN or Inf; ``row`` is the first row (sample) where it does."""
+
+    def __init__(self, name: str, row: int) -> None:
+        super().__init__(
             f"{name} holds NaN or Inf (first at row {row}); remove or impute those "
             "rows first, or pass check_finite=False to skip this check"
         )
+        self.row = row
+
+
+def check_finite(array: Any, name: str, row_offset: int = 0) -> None:
+    """NonFiniteError naming the first row of ``array`` that holds NaN or Inf."""
+    xp = get_namespace(array)
+    finite_rows = xp.isfinite(array).all(axis=tuple(range(1, array.ndim)))
+    if not bool(finite_rows.all()):
+        raise NonFiniteError(name, int(xp.flatnonzero(~finite_rows)[0]) + row_offset)

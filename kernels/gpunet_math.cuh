@@ -17,16 +17,15 @@
 #define GPUNET_HD inline
 #endif
 
-// σ(z) = 1 / (1 + e^(−z)), written so that the exponential never overflows:
-// for z ≥ 0 as 1 / (1 + e^(−z)), for z < 0 as e^z / (1 + e^z).
+// σ(z) = 1 / (1 + e^(−z)), with no branch. For z below about −88.7 (float)
+// or −709.8 (double), e^(−z) overflows to +inf and σ(z) = 1 / inf = 0, where
+// the true value is below the smallest normal number: no NaN for any z.
 GPUNET_HD float gpunet_sigmoid(float z) {
-    float e = expf(-fabsf(z));
-    return (z >= 0.0f ? 1.0f : e) / (1.0f + e);
+    return 1.0f / (1.0f + expf(-z));
 }
 
 GPUNET_HD double gpunet_sigmoid(double z) {
-    double e = exp(-fabs(z));
-    return (z >= 0.0 ? 1.0 : e) / (1.0 + e);
+    return 1.0 / (1.0 + exp(-z));
 }
 
 // σ'(z) = σ(z)(1 − σ(z)), from the activation a = σ(z) already computed.
@@ -45,13 +44,6 @@ GPUNET_HD T gpunet_bias_sigmoid(T z, T b) {
 template <typename T>
 GPUNET_HD T gpunet_sigmoid_delta(T g, T a) {
     return g * gpunet_sigmoid_grad(a);
-}
-
-// Backward for one output (p = 1), with the outer product R W2 fused in:
-// δ = (r_i · w_j) · a(1 − a).
-template <typename T>
-GPUNET_HD T gpunet_outer_sigmoid_delta(T r, T w, T a) {
-    return gpunet_sigmoid_delta(r * w, a);
 }
 
 #endif  // GPUNET_MATH_CUH

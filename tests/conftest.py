@@ -79,3 +79,22 @@ def host_kernels(tmp_path_factory):
     result = subprocess.run([*command, "-o", str(library)], capture_output=True, text=True)
     assert result.returncode == 0, f"the kernel header fails on g++ for the host:\n{result.stderr}"
     return ctypes.CDLL(str(library))
+
+
+@pytest.fixture
+def host_cupy(host_kernels, monkeypatch):
+    """``import cupy`` gives the host stand-in of tests/host_cupy.py, with a 'GPU' present."""
+    import sys
+
+    from host_cupy import HostCuPy
+
+    from gpunet import kernels
+
+    fake = HostCuPy(host_kernels, kernels.kernel_source())
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    caches = (backend._cupy_or_none, backend.gpu_available, kernels._cuda_kernels)
+    for cache in caches:
+        cache.cache_clear()
+    yield fake
+    for cache in caches:
+        cache.cache_clear()

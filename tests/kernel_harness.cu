@@ -20,18 +20,17 @@ __global__ void sigmoid_delta_kernel(const T* g, const T* a, T* d, long size) {
 }
 
 template <typename T>
-__global__ void outer_sigmoid_delta_kernel(const T* r, const T* w, const T* a, T* d,
-                                           long m, long n) {
+__global__ void sigmoid_grad_kernel(const T* a, T* s, long size) {
     long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
-    if (i < m * n) d[i] = gpunet_outer_sigmoid_delta(r[i / n], w[i % n], a[i]);
+    if (i < size) s[i] = gpunet_sigmoid_grad(a[i]);
 }
 
 template __global__ void bias_sigmoid_kernel<float>(const float*, const float*, float*, long, long);
 template __global__ void bias_sigmoid_kernel<double>(const double*, const double*, double*, long, long);
 template __global__ void sigmoid_delta_kernel<float>(const float*, const float*, float*, long);
 template __global__ void sigmoid_delta_kernel<double>(const double*, const double*, double*, long);
-template __global__ void outer_sigmoid_delta_kernel<float>(const float*, const float*, const float*, float*, long, long);
-template __global__ void outer_sigmoid_delta_kernel<double>(const double*, const double*, const double*, double*, long, long);
+template __global__ void sigmoid_grad_kernel<float>(const float*, float*, long);
+template __global__ void sigmoid_grad_kernel<double>(const double*, double*, long);
 
 #else
 
@@ -42,9 +41,6 @@ template __global__ void outer_sigmoid_delta_kernel<double>(const double*, const
 #define GPUNET_HOST_MAP2(name, T, f) \
     extern "C" void name(const T* x, const T* y, T* out, long size) { \
         for (long i = 0; i < size; ++i) out[i] = f(x[i], y[i]); }
-#define GPUNET_HOST_MAP3(name, T, f) \
-    extern "C" void name(const T* x, const T* y, const T* z, T* out, long size) { \
-        for (long i = 0; i < size; ++i) out[i] = f(x[i], y[i], z[i]); }
 
 GPUNET_HOST_MAP1(sigmoid_float32, float, gpunet_sigmoid)
 GPUNET_HOST_MAP1(sigmoid_float64, double, gpunet_sigmoid)
@@ -54,7 +50,5 @@ GPUNET_HOST_MAP2(bias_sigmoid_float32, float, gpunet_bias_sigmoid<float>)
 GPUNET_HOST_MAP2(bias_sigmoid_float64, double, gpunet_bias_sigmoid<double>)
 GPUNET_HOST_MAP2(sigmoid_delta_float32, float, gpunet_sigmoid_delta<float>)
 GPUNET_HOST_MAP2(sigmoid_delta_float64, double, gpunet_sigmoid_delta<double>)
-GPUNET_HOST_MAP3(outer_sigmoid_delta_float32, float, gpunet_outer_sigmoid_delta<float>)
-GPUNET_HOST_MAP3(outer_sigmoid_delta_float64, double, gpunet_outer_sigmoid_delta<double>)
 
 #endif
