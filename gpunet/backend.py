@@ -89,6 +89,8 @@ def get_namespace(*arrays: Any) -> ModuleType:
     Raises TypeError when CuPy and NumPy arrays are mixed: gpunet never moves
     data between host and device behind the caller's back.
     """
+    if all(type(a) is np.ndarray for a in arrays):
+        return np  # the common case, decided without string work: it runs several times a step
     backends = {backend_of(a) for a in arrays if a is not None}
     if len(backends) > 1:
         raise TypeError(

@@ -34,6 +34,7 @@ def loss_and_grad(
     *,
     max_work_bytes: int = DEFAULT_WORK_BYTES,
     check_finite: bool = True,
+    out: Params | None = None,
 ) -> tuple[Any, Params]:
     """The half-MSE loss J and its gradients with respect to W1, b1, W2, b2.
 
@@ -47,10 +48,18 @@ def loss_and_grad(
     it costs a device-to-host sync per chunk).
 
     Returns ``(loss, grads)``: the loss as a 0-d array on the parameters'
-    backend, and a Params of gradients with the parameters' shapes.
+    backend, and a Params of gradients with the parameters' shapes, written
+    into ``out`` when given (a training loop reuses one set of buffers).
     """
     xp = params.xp
-    grads = params.zeros_like()
+    if out is None:
+        grads = params.zeros_like()
+    else:
+        if (out.w1.shape, out.w2.shape) != (params.w1.shape, params.w2.shape):
+            raise ValueError(f"out has shapes {out.shapes}; the parameters have {params.shapes}")
+        grads = out
+        for gradient in grads:
+            gradient.fill(0)
     total, m = xp.zeros((), dtype=params.dtype), 0
     rows = chunk_rows(params.n_hidden, params.dtype, max_work_bytes)
     hidden_buffer = upstream_buffer = None
