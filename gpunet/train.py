@@ -151,11 +151,19 @@ class Trainer:
         self.history = history or History()
         self.best_params = best_params
         self.params = params
-        views, self.flat = packed(params)
-        params.w1, params.b1, params.w2, params.b2 = views
-        self.grads, self.flat_grads = packed(params.zeros_like())
+        self._pack()
         self.n_weights = params.w1.size + params.w2.size
         self.optimizer = self.config.make_optimizer([self.flat])
+
+    def _pack(self) -> None:
+        views, self.flat = packed(self.params)
+        self.params.w1, self.params.b1, self.params.w2, self.params.b2 = views
+        self.grads, self.flat_grads = packed(self.params.zeros_like())
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickling and deep copies store views apart from their buffer: join them again.
+        self.__dict__.update(state)
+        self._pack()
 
     def fit(self, X: Any, y: Any, max_iter: int, callback: Callback | None = None) -> str:
         """Run up to ``max_iter`` epochs on X (m, d), y (m,) or (m, p).
