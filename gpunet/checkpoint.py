@@ -138,14 +138,21 @@ def _fsync_folder(folder: Path) -> None:
 def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays and metadata of a checkpoint, checked against each other."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "meta" not in archive.files:
+        with open(path, "rb") as file:
+            if not zipfile.is_zipfile(file):
                 raise CheckpointError(
-                    f"{path} is not a gpunet checkpoint: it has no 'meta' entry "
-                    f"(entries: {', '.join(archive.files[:8]) or 'none'})"
+                    f"{path} is not a complete .npz archive: not a gpunet checkpoint, "
+                    "or one that was truncated"
                 )
-            meta = json.loads(str(archive["meta"][()]))
-            arrays = {key: archive[key] for key in archive.files if key != "meta"}
+            file.seek(0)
+            with np.load(file, allow_pickle=False) as archive:
+                if "meta" not in archive.files:
+                    raise CheckpointError(
+                        f"{path} is not a gpunet checkpoint: it has no 'meta' entry "
+                        f"(entries: {', '.join(archive.files[:8]) or 'none'})"
+                    )
+                meta = json.loads(str(archive["meta"][()]))
+                arrays = {key: archive[key] for key in archive.files if key != "meta"}
     except CheckpointError:
         raise
     except FileNotFoundError:
