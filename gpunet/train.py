@@ -165,17 +165,31 @@ class Trainer:
         self.__dict__.update(state)
         self._pack()
 
-    def fit(self, X: Any, y: Any, max_iter: int, callback: Callback | None = None) -> str:
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        max_iter: int,
+        callback: Callback | None = None,
+        validation: tuple[Any, Any] | None = None,
+    ) -> str:
         """Run up to ``max_iter`` epochs on X (m, d), y (m,) or (m, p).
 
         ``callback(report)`` is called after each epoch; a truthy return stops
-        training. Returns why training ended: "converged" (no improvement, see
-        the module), "max_iter" or "callback".
+        training. ``validation``, (X_val, y_val), is the held-out set for early
+        stopping, instead of a ``validation_fraction`` of X. Returns why
+        training ended: "converged" (no improvement, see the module),
+        "max_iter" or "callback".
         """
         if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
             raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
         X, Y = self._checked(X, y)
-        X, Y, X_val, Y_val = self._split(X, Y)
+        if validation is None:
+            X, Y, X_val, Y_val = self._split(X, Y)
+        elif not self.config.early_stopping:
+            raise ValueError("validation data is for early stopping: set early_stopping=True")
+        else:
+            X_val, Y_val = self._checked(*validation)
         if X_val is not None and self.best_params is None:
             self.best_params = self.params.copy()
         reason = "max_iter"

@@ -200,3 +200,14 @@ def test_same_training_on_numpy_and_cupy(xp):
     trainer = Trainer(params, TrainConfig(batch_size=32, learning_rate_init=0.01))
     trainer.fit(xp.asarray(X), xp.asarray(y), 5)
     return xp.asarray(trainer.history.loss_curve), params.w1, params.b2
+
+
+def test_early_stopping_on_a_given_validation_set(data):
+    X, y = data
+    config = TrainConfig(early_stopping=True, learning_rate_init=0.05, n_iter_no_change=3)
+    trainer = Trainer(Params.init(X.shape[1], 8, seed=0), config)
+    trainer.fit(X[:200], y[:200], 50, validation=(X[200:], y[200:]))
+    best = max(trainer.history.validation_scores)
+    assert float(r2_score(y[200:], predict(trainer.params, X[200:]))) == pytest.approx(best)
+    with pytest.raises(ValueError, match="validation data is for early stopping"):
+        Trainer(Params.init(X.shape[1], 8, seed=0)).fit(X, y, 1, validation=(X, y))
