@@ -211,3 +211,11 @@ def test_early_stopping_on_a_given_validation_set(data):
     assert float(r2_score(y[200:], predict(trainer.params, X[200:]))) == pytest.approx(best)
     with pytest.raises(ValueError, match="validation data is for early stopping"):
         Trainer(Params.init(X.shape[1], 8, seed=0)).fit(X, y, 1, validation=(X, y))
+
+
+def test_gathering_in_small_blocks_changes_nothing(data, monkeypatch):
+    whole, _ = train(data, epochs=3, batch_size=16)
+    monkeypatch.setattr("gpunet.train.DEFAULT_WORK_BYTES", 1000)  # blocks of 16 rows
+    blocked, _ = train(data, epochs=3, batch_size=16)
+    assert blocked.history.loss_curve == whole.history.loss_curve
+    np.testing.assert_array_equal(blocked.flat, whole.flat)
