@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the target column(s) (default: the last column)")
     train.add_argument("--hidden", type=_positive_int, help="hidden units (default: 32)")
     train.add_argument("--epochs", type=_positive_int, default=200,
-                       help="epochs to run, at most (default: 200)")
+                       help="epochs to run, at most; with --resume, more epochs (default: 200)")
     train.add_argument("--batch-size", type=_positive_int, help="samples per step (default: 64)")
     train.add_argument("--lr", type=_positive_float, help="learning rate (default: 0.01)")
     train.add_argument("--optimizer", choices=["adam", "sgd"], help="(default: adam)")

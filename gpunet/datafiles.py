@@ -46,6 +46,8 @@ def load_xy(
     ``targets`` names the target columns; by default the last column is the
     target. An NPZ's X and y are taken as they are.
     """
+    if targets and (str(source) in BUILTIN or Path(source).suffix.lower() == ".npz"):
+        raise DataError(f"--target does not apply to {source}: it holds X and y apart")
     if str(source) in BUILTIN:
         X, y, features = builtin(str(source))
         return X, y.reshape(-1, 1), features, ["y"]

@@ -123,6 +123,7 @@ def test_resume_refuses_other_settings_or_columns(table, tmp_path, capsys):
         (["train", "{text}"], "line 3, column 'b': 'seven' is not a number"),
         (["train", "{bad}", "--optimizer", "lbfgs"], "argument --optimizer: invalid choice"),
         (["train", "data.xlsx"], "data.xlsx: no such file"),
+        (["train", "diabetes", "--target", "age"], "--target does not apply to diabetes"),
         (["train", "{bad}", "--resume", "{bad}"], "is not a complete .npz archive"),
         (["evaluate", "{pickle}", "{bad}"], "holds pickled Python objects"),
     ],
