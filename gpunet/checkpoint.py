@@ -6,7 +6,8 @@ but never code. It holds
 
     params/w1 params/b1 params/w2 params/b2   the parameters, (n, d) (n,) (p, n) (p,)
     optimizer/<moment>.0                      the optimizer's moments, flat (see gpunet.train)
-    best/w1 ... best/b2                       the best weights, while early stopping
+    best/w1 ... best/b2                       early stopping: the best weights so far,
+    latest/w1 ... latest/b2                   and the last ones, which a resumed run goes on from
     meta                                      JSON: format, gpunet version, dtype, shapes,
                                               step (epochs), loss, config, history,
                                               optimizer scalars, and the caller's extra
@@ -57,10 +58,10 @@ def save(path: str | os.PathLike, trainer: Trainer, extra: dict[str, Any] | None
             arrays[f"optimizer/{key}"] = value
         else:
             scalars[key] = value
-    if trainer.best_params is not None:
-        arrays.update(
-            {f"best/{name}": a for name, a in zip(PARAM_NAMES, trainer.best_params, strict=True)}
-        )
+    for prefix, extra_params in (("best", trainer.best_params), ("latest", trainer.latest_params)):
+        if extra_params is not None:
+            arrays.update({f"{prefix}/{name}": a
+                           for name, a in zip(PARAM_NAMES, extra_params, strict=True)})
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -84,14 +85,15 @@ def load(path: str | os.PathLike, backend: str | None = None) -> tuple[Trainer, 
     and the checkpoint's metadata (its ``"extra"`` is what :func:`save` was given)."""
     arrays, meta = _read(Path(path))
     on_device = {key: to_backend(a, backend) for key, a in arrays.items()}
-    params = Params(*(on_device[f"params/{name}"] for name in PARAM_NAMES))
-    best = None
-    if "best/w1" in on_device:
-        best = Params(*(on_device[f"best/{name}"] for name in PARAM_NAMES))
     try:
+        params, best, latest = (
+            Params(*(on_device[f"{prefix}/{name}"] for name in PARAM_NAMES))
+            if f"{prefix}/w1" in on_device else None
+            for prefix in ("params", "best", "latest")
+        )
         config = TrainConfig(**meta["config"])
         history = History(**meta["history"])
-        trainer = Trainer(params, config, history, best)
+        trainer = Trainer(params, config, history, best, latest)
         optimizer_state = {
             key.removeprefix("optimizer/"): a
             for key, a in on_device.items()

@@ -137,7 +137,10 @@ class Trainer:
     ([W1, W2, b1, b2] flattened), and ``params`` is rebound to views of it, so
     the optimizer and the L2 term each make a few array operations per step
     instead of a few per parameter. ``params`` keeps seeing the trained values.
-    ``best_params`` holds a copy of the best weights while early stopping.
+    ``best_params`` holds a copy of the best weights while early stopping;
+    when :meth:`fit` ends by putting them in place, ``latest_params`` keeps
+    the weights they replaced, and the next fit goes on from those, so that
+    resuming continues exactly where training stopped.
     """
 
     def __init__(
@@ -146,10 +149,12 @@ class Trainer:
         config: TrainConfig | None = None,
         history: History | None = None,
         best_params: Params | None = None,
+        latest_params: Params | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.history = history or History()
         self.best_params = best_params
+        self.latest_params = latest_params
         self.params = params
         self._pack()
         self.optimizer = self.config.make_optimizer([self.flat])
@@ -193,6 +198,9 @@ class Trainer:
             X_val, Y_val = self._checked(*validation)
         if X_val is not None and self.best_params is None:
             self.best_params = self.params.copy()
+        if self.latest_params is not None:
+            _assign(self.params, self.latest_params)
+            self.latest_params = None
         reason = "max_iter"
         for _ in range(max_iter):
             start = time.perf_counter()
@@ -209,8 +217,8 @@ class Trainer:
                 reason = "converged" if converged else "callback"
                 break
         if X_val is not None:
-            for value, best in zip(self.params, self.best_params, strict=True):
-                value[...] = best
+            self.latest_params = self.params.copy()
+            _assign(self.params, self.best_params)
         return reason
 
     def batch_size(self, n_samples: int) -> int:
@@ -298,8 +306,7 @@ class Trainer:
             improved = score >= history.best_validation_score + tol
             if score > history.best_validation_score:
                 history.best_validation_score = score
-                for best, value in zip(self.best_params, self.params, strict=True):
-                    best[...] = value
+                _assign(self.best_params, self.params)
         history.no_improvement_count = 0 if improved else history.no_improvement_count + 1
         self.optimizer.iteration_ends(history.samples_seen)
         if history.no_improvement_count > self.config.n_iter_no_change:
@@ -319,6 +326,12 @@ def packed(params: Params) -> tuple[Params, Any]:
         flat[end - a.size : end].reshape(a.shape) for a, end in zip(arrays, ends, strict=True)
     )
     return Params(w1, b1, w2, b2), flat
+
+
+def _assign(target: Params, source: Params) -> None:
+    """Copy ``source``'s values into ``target``'s arrays, in place."""
+    for into, values in zip(target, source, strict=True):
+        into[...] = values
 
 
 def _to_host(loss: Any, score: Any) -> tuple[float, float | None]:

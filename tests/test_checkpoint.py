@@ -33,7 +33,8 @@ def new_trainer(data, **config):
         dict(solver="adam"),
         dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.1),
         dict(solver="sgd", learning_rate="adaptive", tol=1e9, n_iter_no_change=1),
-        dict(early_stopping=True, validation_fraction=0.2, tol=0.0),
+        # the 4th epoch is not the best: the checkpoint holds the best and the latest weights
+        dict(early_stopping=True, validation_fraction=0.2, learning_rate_init=0.1, tol=0.0),
     ],
     ids=["adam", "sgd-invscaling", "sgd-adaptive", "early-stopping"],
 )
@@ -44,6 +45,10 @@ def test_resume_equals_uninterrupted_training_bit_for_bit(data, tmp_path, config
 
     first = new_trainer(data, **config)
     first.fit(X, y, 4)
+    if first.config.early_stopping:
+        scores = first.history.validation_scores
+        assert scores[-1] < max(scores)
+        np.testing.assert_array_equal(first.params.w1, first.best_params.w1)
     checkpoint.save(tmp_path / "run.npz", first, extra={"note": "four epochs"})
     resumed, meta = checkpoint.load(tmp_path / "run.npz")
     resumed.fit(X, y, 3)
