@@ -32,18 +32,9 @@ from gpunet.progress import Progress
 from gpunet.train import EpochReport, TrainConfig, Trainer
 
 EXIT_INTERRUPTED = 130
-# Settings a resumed run takes from its checkpoint: (flag, where the checkpoint keeps it).
-RESUMED_SETTINGS = {
-    "hidden": lambda t: t.params.n_hidden,
-    "optimizer": lambda t: t.config.solver,
-    "lr": lambda t: t.config.learning_rate_init,
-    "batch_size": lambda t: t.config.batch_size,
-    "alpha": lambda t: t.config.alpha,
-    "dtype": lambda t: str(t.params.dtype),
-    "seed": lambda t: t.config.seed,
-}
+# gpunet train's settings and defaults; a resumed run takes them from its checkpoint.
 DEFAULTS = {"hidden": 32, "optimizer": "adam", "lr": 0.01, "batch_size": 64, "alpha": 1e-4,
-            "dtype": "float64", "seed": 0}
+            "tol": 1e-4, "dtype": "float64", "seed": 0, "validation_fraction": 0.2}
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -110,60 +101,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def train_one(source: str, args: argparse.Namespace) -> int:
+    """Train on one data set; 0, or EXIT_INTERRUPTED after Ctrl-C."""
     X, Y, features, targets = load_xy(source, args.target)
     name = Path(source).stem if Path(source).suffix else source
     if args.resume:
-        trainer, meta = checkpoint.load(args.resume, backend=args.backend)
-        extra = meta["extra"]
-        _check_resume(args, trainer, extra, features, targets)
-        scaling_x, scaling_y = (Scaling.from_dict(extra[k]) for k in ("x_scaling", "y_scaling"))
+        trainer, settings, scalings = _resumed(args, features, targets)
+        train_rows, val_rows = _split(len(X), settings["validation_fraction"], settings["seed"])
     else:
         settings = {key: _given(args, key) for key in DEFAULTS}
-        trainer = None
-    train_rows, val_rows = _split(len(X), args.validation_fraction, _seed(args, trainer))
-    if trainer is None:
-        scaling_x, scaling_y = Scaling.fit(X[train_rows]), Scaling.fit(Y[train_rows])
-        config = TrainConfig(solver=settings["optimizer"], learning_rate_init=settings["lr"],
-                             batch_size=settings["batch_size"], alpha=settings["alpha"],
-                             seed=settings["seed"], tol=args.tol,
-                             early_stopping=args.early_stopping and len(val_rows) > 1)
-        params = Params.init(X.shape[1], settings["hidden"], Y.shape[1],
-                             dtype=settings["dtype"], seed=settings["seed"], backend=args.backend)
-        trainer = Trainer(params, config)
-    params = trainer.params
-    xp = params.xp
-
-    def device(rows: np.ndarray, table: np.ndarray, scaling: Scaling) -> Any:
-        return xp.asarray(scaling.apply(table[rows]), dtype=params.dtype)
-
-    X_train, Y_train = device(train_rows, X, scaling_x), device(train_rows, Y, scaling_y)
-    X_val, Y_val = device(val_rows, X, scaling_x), device(val_rows, Y, scaling_y)
+        train_rows, val_rows = _split(len(X), settings["validation_fraction"], settings["seed"])
+        scalings = Scaling.fit(X[train_rows]), Scaling.fit(Y[train_rows])
+        trainer = _new_trainer(settings, X.shape[1], Y.shape[1], args.backend,
+                               early_stopping=args.early_stopping and len(val_rows) > 1)
+    train = _on_device(trainer.params, X, Y, train_rows, scalings)
+    val = _on_device(trainer.params, X, Y, val_rows, scalings)
     _describe(name, trainer, len(train_rows), len(val_rows), features, targets)
 
     first_epoch = trainer.history.epochs + 1
-    progress = Progress(args.epochs, quiet=args.quiet)
-    validation_curve: list[float] = []
-    with _stop_on_interrupt() as interrupt:
-
-        def on_epoch(report: EpochReport) -> bool:
-            val = float(loss(params, X_val, Y_val, check_finite=False)) if len(val_rows) else None
-            validation_curve.append(val)
-            progress.update(report, val, first_epoch)
-            return interrupt.requested
-
-        started = time.perf_counter()
-        validation = (X_val, Y_val) if trainer.config.early_stopping else None
-        reason = trainer.fit(X_train, Y_train, args.epochs, on_epoch, validation)
-        seconds = time.perf_counter() - started
-    progress.close(trainer.history.epochs)
-
-    extra = {"data": str(source), "features": features, "targets": targets,
-             "x_scaling": scaling_x.to_dict(), "y_scaling": scaling_y.to_dict()}
+    reason, seconds, validation_curve = _run(trainer, train, val, args)
     interrupted = reason == "callback"
     path = args.checkpoint or (f"gpunet-{name}.npz" if interrupted else None)
     if path:
+        extra = {"data": str(source), "features": features, "targets": targets,
+                 "settings": settings, "x_scaling": scalings[0].to_dict(),
+                 "y_scaling": scalings[1].to_dict()}
         checkpoint.save(path, trainer, extra)
-    _summarise(trainer, reason, seconds, first_epoch, (X_train, Y_train), (X_val, Y_val))
+    _summarise(trainer, reason, seconds, first_epoch, train, val)
     if args.plot:
         _plot(args.plot, trainer.history.loss_curve, validation_curve, first_epoch, name)
         print(f"loss curve written to {args.plot}")
@@ -176,32 +139,48 @@ def train_one(source: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _seed(args: argparse.Namespace, trainer: Trainer | None) -> int:
-    return trainer.config.seed if trainer is not None else _given(args, "seed")
-
-
 def _given(args: argparse.Namespace, key: str) -> Any:
     value = getattr(args, key)
     return DEFAULTS[key] if value is None else value
 
 
-def _check_resume(args: argparse.Namespace, trainer: Trainer, extra: dict[str, Any],
-                  features: list[str], targets: list[str]) -> None:
-    """A resumed run keeps its checkpoint's settings and needs the same columns."""
-    for key, saved in RESUMED_SETTINGS.items():
-        value = getattr(args, key)
-        if value is not None and value != saved(trainer):
+def _new_trainer(settings: dict[str, Any], n_features: int, n_outputs: int,
+                 backend_name: str | None, early_stopping: bool) -> Trainer:
+    config = TrainConfig(solver=settings["optimizer"], learning_rate_init=settings["lr"],
+                         batch_size=settings["batch_size"], alpha=settings["alpha"],
+                         tol=settings["tol"], seed=settings["seed"],
+                         early_stopping=early_stopping)
+    params = Params.init(n_features, settings["hidden"], n_outputs, dtype=settings["dtype"],
+                         seed=settings["seed"], backend=backend_name)
+    return Trainer(params, config)
+
+
+def _resumed(args: argparse.Namespace, features: list[str],
+             targets: list[str]) -> tuple[Trainer, dict[str, Any], tuple[Scaling, Scaling]]:
+    """The checkpoint's trainer, settings and scaling; it must fit the flags and the data."""
+    trainer, meta = checkpoint.load(args.resume, backend=args.backend)
+    extra = meta["extra"]
+    if not {"settings", "features", "targets", "x_scaling", "y_scaling"} <= set(extra):
+        raise checkpoint.CheckpointError(
+            f"{args.resume} was not written by `gpunet train`: it lacks the data's settings"
+        )
+    settings = extra["settings"]
+    for key, saved in settings.items():
+        value = getattr(args, key, None)
+        if value is not None and value != saved:
             flag = "--" + key.replace("_", "-")
             raise ValueError(
-                f"{flag} {value} differs from the checkpoint's {saved(trainer)}; a resumed "
-                f"run keeps its checkpoint's settings: drop {flag}"
+                f"{flag} {value} differs from the checkpoint's {saved}; a resumed run keeps "
+                f"its checkpoint's settings: drop {flag}"
             )
-    if (extra.get("features"), extra.get("targets")) != (features, targets):
+    if (extra["features"], extra["targets"]) != (features, targets):
         raise DataError(
             f"the data's columns (features {features[:5]}..., targets {targets}) are not "
-            f"those the checkpoint was trained on ({extra.get('features', [])[:5]}..., "
-            f"targets {extra.get('targets')})"
+            f"those the checkpoint was trained on ({extra['features'][:5]}..., "
+            f"targets {extra['targets']})"
         )
+    scalings = Scaling.from_dict(extra["x_scaling"]), Scaling.from_dict(extra["y_scaling"])
+    return trainer, settings, scalings
 
 
 def _split(m: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,6 +190,35 @@ def _split(m: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng((seed, m)).permutation(m)
     n_val = int(fraction * m)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _on_device(params: Params, X: np.ndarray, Y: np.ndarray, rows: np.ndarray,
+               scalings: tuple[Scaling, Scaling]) -> tuple[Any, Any]:
+    """The chosen rows of X and Y, scaled, on the parameters' device and in their dtype."""
+    return tuple(params.xp.asarray(scaling.apply(table[rows]), dtype=params.dtype)
+                 for table, scaling in zip((X, Y), scalings, strict=True))
+
+
+def _run(trainer: Trainer, train: tuple[Any, Any], val: tuple[Any, Any],
+         args: argparse.Namespace) -> tuple[str, float, list[float | None]]:
+    """Train with progress shown; why it ended, the seconds taken, the validation losses."""
+    params, first_epoch = trainer.params, trainer.history.epochs + 1
+    progress = Progress(args.epochs, quiet=args.quiet)
+    validation_curve: list[float | None] = []
+    with _stop_on_interrupt() as interrupt:
+
+        def on_epoch(report: EpochReport) -> bool:
+            value = float(loss(params, *val, check_finite=False)) if len(val[0]) else None
+            validation_curve.append(value)
+            progress.update(report, value, first_epoch)
+            return interrupt.requested
+
+        started = time.perf_counter()
+        validation = val if trainer.config.early_stopping else None
+        reason = trainer.fit(*train, args.epochs, on_epoch, validation)
+        seconds = time.perf_counter() - started
+    progress.close(trainer.history.epochs)
+    return reason, seconds, validation_curve
 
 
 def _describe(name: str, trainer: Trainer, n_train: int, n_val: int, features: list[str],
@@ -422,9 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, help="learning rate (default: 0.01)")
     train.add_argument("--optimizer", choices=["adam", "sgd"], help="(default: adam)")
     train.add_argument("--alpha", type=float, help="L2 penalty on the weights (default: 1e-4)")
-    train.add_argument("--tol", type=float, default=1e-4,
+    train.add_argument("--tol", type=float,
                        help="improvements smaller than this do not count (default: 1e-4)")
-    train.add_argument("--validation-fraction", type=float, default=0.2,
+    train.add_argument("--validation-fraction", type=float,
                        help="share of the samples held out to report on (default: 0.2)")
     train.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
                        help="train on without watching the validation R² (by default training "

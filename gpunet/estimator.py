@@ -146,10 +146,10 @@ class GPUNetRegressor(RegressorMixin, BaseEstimator):
         return tags
 
     def _fit(self, X: Any, y: Any, incremental: bool) -> GPUNetRegressor:
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, (int, np.integer)):
-            raise ValueError(f"max_iter must be a positive integer; got {self.max_iter!r}")
-        if self.max_iter < 1:
-            raise ValueError(f"max_iter must be a positive integer; got {self.max_iter!r}")
+        max_iter = self.max_iter
+        integer = isinstance(max_iter, (int, np.integer)) and not isinstance(max_iter, bool)
+        if not integer or max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
         continuing = hasattr(self, "params_") and (incremental or self.warm_start)
         X, Y = self._validated(X, y, reset=not continuing)
         if not continuing:
