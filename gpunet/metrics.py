@@ -38,8 +38,9 @@ def r2_score(y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
     residual = ((Y - P) ** 2 * w).sum(axis=0)
     mean = (Y * w).sum(axis=0) / w.sum()
     total = ((Y - mean) ** 2 * w).sum(axis=0)
-    safe_total = xp.where(total == 0, 1, total)
-    scores = xp.where(total == 0, xp.where(residual == 0, 1.0, 0.0), 1 - residual / safe_total)
+    constant = total == 0
+    safe_total = total + constant  # 1 where y is constant: no division by zero
+    scores = xp.where(constant, (residual == 0).astype(dtype), 1 - residual / safe_total)
     return scores.astype(dtype).mean()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import numpy_cupy_allclose
 
 from gpunet.metrics import mean_squared_error, r2_score
 
@@ -34,3 +35,11 @@ def test_r2_of_one_sample_is_nan_and_shapes_must_agree():
 
 def test_mse_equals_scikit_learns():
     assert float(mean_squared_error(Y, P)) == pytest.approx(metrics.mean_squared_error(Y, P))
+
+
+@numpy_cupy_allclose(rtol=1e-12)
+def test_same_scores_on_numpy_and_cupy(xp):
+    constant = xp.ones((20, 1))
+    y_true = xp.concatenate([xp.asarray(Y), constant], axis=1)
+    y_pred = xp.concatenate([xp.asarray(P), constant], axis=1)
+    return r2_score(y_true, y_pred, xp.asarray(W)), mean_squared_error(y_true, y_pred)
