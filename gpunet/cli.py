@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -310,7 +311,10 @@ def _load_model(path: str, backend_name: str | None) -> tuple[Params, dict[str, 
 def _features_and_targets(source: str, extra: dict[str, Any],
                           need_targets: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """X in the model's column order and, if the data has them, the target columns."""
-    if str(source) in BUILTIN or Path(source).suffix.lower() == ".npz":
+    if str(source) in BUILTIN:
+        X, Y, names, _ = load_xy(source)
+        return select_features(names, X, extra["features"], source), Y
+    if Path(source).suffix.lower() == ".npz":  # X and y by position
         X, Y, _, _ = load_xy(source)
         if X.shape[1] != len(extra["features"]):
             raise DataError(f"{source} has {X.shape[1]} features; the model takes "
@@ -513,6 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # the reader went away (gpunet predict ... | head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, TypeError, RuntimeError, OSError) as error:
         print(f"gpunet {args.command}: error: {error}", file=sys.stderr)
         return 2

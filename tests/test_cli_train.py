@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import signal
 import subprocess
@@ -202,3 +203,21 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere():
     lines = log.getvalue().splitlines()
     assert [int(line.split()[1]) for line in lines] == [1, *range(2, 21, 2)]
     assert lines[-1] == "epoch   20  loss 0.05000  val 0.50000     100,000 samples/s"
+
+
+def test_checkpoints_get_ordinary_file_permissions(table, tmp_path):
+    model = tmp_path / "m.npz"
+    main(["train", str(table[0]), "--checkpoint", str(model), *FAST])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert model.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_predict_into_a_closed_pipe_stops_quietly(table, tmp_path):
+    model = tmp_path / "m.npz"
+    main(["train", str(table[0]), "--checkpoint", str(model), *FAST])
+    X = np.tile(table[1], (100, 1))  # enough rows to overflow the pipe's buffer
+    np.savez(tmp_path / "many.npz", X=X, y=np.zeros(len(X)))
+    command = f"{sys.executable} -m gpunet predict {model} {tmp_path / 'many.npz'} | head -1"
+    result = subprocess.run(command, shell=True, capture_output=True, text=True)
+    assert result.stdout == "target\n" and result.stderr == ""
