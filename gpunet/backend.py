@@ -76,6 +76,8 @@ def array_module(name: str | None = None) -> ModuleType:
 
 def is_cupy_array(array: Any) -> bool:
     """True for a ``cupy.ndarray``, without importing CuPy."""
+    if type(array) is np.ndarray:
+        return False  # the common case, decided without string work
     return type(array).__module__.split(".")[0] == "cupy"
 
 
@@ -90,6 +92,11 @@ def get_namespace(*arrays: Any) -> ModuleType:
     Raises TypeError when CuPy and NumPy arrays are mixed: gpunet never moves
     data between host and device behind the caller's back.
     """
+    for array in arrays:  # the common case, all NumPy, decided fast: this runs often per step
+        if type(array) is not np.ndarray:
+            break
+    else:
+        return np
     backends = {backend_of(a) for a in arrays if a is not None}
     if len(backends) > 1:
         raise TypeError(

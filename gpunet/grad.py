@@ -81,9 +81,20 @@ class GradientSums:
         self.squares += other.squares
         self.count += other.count
 
-    def result(self) -> tuple[Any, Params]:
-        """(J, gradients): the sums divided by m, with diag(w2) applied for p = 1."""
-        grads, m = self.sums.copy(), self.count
+    def result(self, out: Params | None = None) -> tuple[Any, Params]:
+        """(J, gradients): the sums divided by m, with diag(w2) applied for p = 1.
+
+        The gradients are written into ``out`` when given, else over the sums.
+        """
+        grads, m = self.sums, self.count
+        if out is not None:
+            if out.shapes != self.params.shapes:
+                raise ValueError(
+                    f"out has shapes {out.shapes}; the parameters have {self.params.shapes}"
+                )
+            for target, total in zip(out, self.sums, strict=True):
+                target[...] = total
+            grads = out
         if self.params.n_outputs == 1:
             grads.w1 *= self.params.w2.T
             grads.b1 *= self.params.w2[0]
@@ -99,6 +110,7 @@ def loss_and_grad(
     *,
     max_work_bytes: int = DEFAULT_WORK_BYTES,
     check_finite: bool = True,
+    out: Params | None = None,
 ) -> tuple[Any, Params]:
     """The half-MSE loss J and its gradients with respect to W1, b1, W2, b2.
 
@@ -114,7 +126,8 @@ def loss_and_grad(
     (on a GPU it costs a device-to-host sync per chunk).
 
     Returns ``(loss, grads)``: the loss as a 0-d array on the parameters'
-    backend, and a Params of gradients with the parameters' shapes.
+    backend, and a Params of gradients with the parameters' shapes, written
+    into ``out`` when given (a training loop reuses one set of buffers).
     """
     X, Y = check_data(params, X, y)
     m = X.shape[0]
@@ -129,7 +142,7 @@ def loss_and_grad(
     first, *others = _map_lanes(sum_lane, lanes)
     for other in others:
         first.merge(other)
-    return first.result()
+    return first.result(out)
 
 
 def _map_lanes(function: Callable[[int], GradientSums], lanes: int) -> list[GradientSums]:
