@@ -23,6 +23,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from threadpoolctl import ThreadpoolController
+
 from gpunet.kernels import sigmoid_delta, sigmoid_grad
 from gpunet.model import (
     DEFAULT_WORK_BYTES,
@@ -153,11 +155,21 @@ def _map_lanes(function: Callable[[int], GradientSums], lanes: int) -> list[Grad
     """
     if lanes == 1:
         return [function(0)]
-    futures = [_executor(lanes).submit(function, lane) for lane in range(lanes)]
+    # One BLAS thread per lane: BLAS's own threads on top of the lanes would
+    # oversubscribe the cores (measured: up to 10x slower at d = 16 on 2 cores).
+    with _blas_threads().limit(limits=1, user_api="blas"):
+        futures = [_executor(lanes).submit(function, lane) for lane in range(lanes)]
+        for future in futures:
+            future.exception()  # wait for every lane before lifting the limit
     errors = [f.exception() for f in futures if isinstance(f.exception(), NonFiniteError)]
     if errors:
         raise min(errors, key=lambda error: error.row)
     return [f.result() for f in futures]
+
+
+@functools.cache
+def _blas_threads() -> ThreadpoolController:
+    return ThreadpoolController()
 
 
 @functools.cache
