@@ -45,10 +45,11 @@ class GradientSums:
     chunk allocates nothing of size rows × n.
     """
 
-    def __init__(self, params: Params, rows: int) -> None:
+    def __init__(self, params: Params, rows: int, sums: Params | None = None) -> None:
+        """``sums``: zeroed arrays to sum into, shaped as ``params``; new ones if None."""
         xp = params.xp
         self.params = params
-        self.sums = params.zeros_like()
+        self.sums = params.zeros_like() if sums is None else sums
         self.squares = xp.zeros((), dtype=params.dtype)
         self.count = 0
         self._hidden = xp.empty((rows, params.n_hidden), dtype=params.dtype)
@@ -83,20 +84,9 @@ class GradientSums:
         self.squares += other.squares
         self.count += other.count
 
-    def result(self, out: Params | None = None) -> tuple[Any, Params]:
-        """(J, gradients): the sums divided by m, with diag(w2) applied for p = 1.
-
-        The gradients are written into ``out`` when given, else over the sums.
-        """
+    def result(self) -> tuple[Any, Params]:
+        """(J, gradients): the sums divided by m, with diag(w2) applied for p = 1, in place."""
         grads, m = self.sums, self.count
-        if out is not None:
-            if out.shapes != self.params.shapes:
-                raise ValueError(
-                    f"out has shapes {out.shapes}; the parameters have {self.params.shapes}"
-                )
-            for target, total in zip(out, self.sums, strict=True):
-                target[...] = total
-            grads = out
         if self.params.n_outputs == 1:
             grads.w1 *= self.params.w2.T
             grads.b1 *= self.params.w2[0]
@@ -134,9 +124,14 @@ def loss_and_grad(
     X, Y = check_data(params, X, y)
     m = X.shape[0]
     rows, lanes = plan_chunks(params, m, max_work_bytes)
+    if out is not None:
+        if [g.shape for g in out] != [a.shape for a in params]:
+            raise ValueError(f"out has shapes {out.shapes}; the parameters have {params.shapes}")
+        for gradient in out:
+            gradient.fill(0)
 
     def sum_lane(lane: int) -> GradientSums:
-        sums = GradientSums(params, rows)
+        sums = GradientSums(params, rows, out if lane == 0 else None)
         for start in range(lane * rows, m, lanes * rows):
             sums.add(*load_chunk(params, X, Y, start, rows, check_finite))
         return sums
@@ -144,7 +139,7 @@ def loss_and_grad(
     first, *others = _map_lanes(sum_lane, lanes)
     for other in others:
         first.merge(other)
-    return first.result(out)
+    return first.result()  # the first lane sums into ``out`` when given
 
 
 def _map_lanes(function: Callable[[int], GradientSums], lanes: int) -> list[GradientSums]:

@@ -166,7 +166,9 @@ def plan_chunks(params: Params, n_samples: int, max_work_bytes: int) -> tuple[in
     rows = int(max_work_bytes) // (lanes * row_bytes)
     if params.backend == "numpy":
         rows = min(rows, cpu_block_bytes() // (params.n_hidden * params.dtype.itemsize))
-    rows = max(1, min(rows, -(-n_samples // lanes)))
+    rows = max(1, min(rows, n_samples))
+    # A chunk is the unit of a lane's work: lanes only for two chunks or more,
+    # so a small batch is not split into pieces smaller than a thread's start-up.
     return rows, min(lanes, -(-n_samples // rows))
 
 
