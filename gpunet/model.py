@@ -174,7 +174,10 @@ def plan_chunks(params: Params, n_samples: int, max_work_bytes: int) -> tuple[in
 
 def hidden_layer(params: Params, X: Any, out: Any = None) -> Any:
     """A = σ(X W1ᵀ + b1): X (m, d) in the parameters' dtype → A (m, n), into ``out`` if given."""
-    z = params.xp.matmul(X, params.w1.T, out=out)
+    if params.n_features == 1:  # an outer product; NumPy's matmul is 4x slower at k = 1
+        z = params.xp.multiply(X, params.w1.T, out=out)
+    else:
+        z = params.xp.matmul(X, params.w1.T, out=out)
     return bias_sigmoid(z, params.b1, out=z)
 
 
