@@ -34,11 +34,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import importlib.metadata
 import itertools
 import json
 import math
 import os
+import re
+import shlex
 import statistics
 import sys
 import time
@@ -100,14 +103,22 @@ class Config:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """How long to measure: warm-up steps and timed repeats per contender and step."""
+    """What to measure and how long: the steps, warm-up runs and timed repeats of each."""
 
     warmup: int = 2
     repeats: int = 7
     seed: int = 0
+    steps: tuple[str, ...] = STEPS
+
+    def __post_init__(self) -> None:
+        unknown = set(self.steps) - set(STEPS)
+        if unknown or not self.steps:
+            raise ValueError(f"steps must be some of {STEPS}; got {self.steps!r}")
+        if self.repeats < 1 or self.warmup < 0:
+            raise ValueError(f"need repeats ≥ 1 and warmup ≥ 0; got {self.repeats}, {self.warmup}")
 
 
-QUICK = Settings(warmup=1, repeats=3)
+QUICK = Settings(warmup=1, repeats=3, steps=("gradient",))
 
 
 @dataclasses.dataclass
@@ -146,7 +157,7 @@ def default_grid(device: str) -> list[Config]:
 
 
 def quick_grid() -> list[Config]:
-    """A short run: three shapes in float32."""
+    """A short run's configs: three shapes in float32 (QUICK times the gradient step only)."""
     return [Config(m, d, n, 1, "float32") for m, d, n in QUICK_SHAPES]
 
 
@@ -156,7 +167,8 @@ def load_grid(path: str | Path) -> tuple[list[Config], dict[str, Any]]:
     ``configs`` is a list of tables with keys m, d, n, p (default 1) and dtype
     (default float32); a list as a value stands for each of its entries, so
     ``{m = [1024, 4096], d = 8, n = 64, dtype = ["float32", "float64"]}`` gives
-    four configs. Optional top-level keys: warmup, repeats, seed.
+    four configs. Optional top-level keys: warmup, repeats, seed, steps (a list
+    of "gradient", "train").
     """
     path = Path(path)
     text = path.read_text(encoding="utf-8")
@@ -173,6 +185,8 @@ def load_grid(path: str | Path) -> tuple[list[Config], dict[str, Any]]:
         configs += [Config(**dict(zip(axes, values, strict=True)))
                     for values in itertools.product(*axes.values())]
     settings = {k: document[k] for k in ("warmup", "repeats", "seed") if k in document}
+    if "steps" in document:
+        settings["steps"] = tuple(document["steps"])
     return configs, settings
 
 
@@ -201,41 +215,41 @@ def floor_seconds(config: Config, ceilings: Ceilings) -> float:
 # --- measuring -------------------------------------------------------------------------------
 
 
-def median_seconds(run: Any, timer: Any, repeats: int) -> float:
+def fastest_seconds(run: Any, timer: Any, repeats: int) -> float:
+    """The shortest of ``repeats`` timings after one warm-up: a ceiling is a best case."""
     run()
-    return statistics.median(timer(run) for _ in range(repeats))
+    return min(timer(run) for _ in range(repeats))
 
 
-def measure_ceilings(device: str, quick: bool = False) -> Ceilings:
+def measure_ceilings(device: str, repeats: int = 5) -> Ceilings:
     """The GEMM rate (float32, float64, and TF32 on a GPU) and the copy bandwidth of ``device``.
 
-    GEMM: a square N × N product, 2N³ FLOPs, median over repeats. Bandwidth: a
-    copy of one large array into another, counted as 2 × its bytes (read and
-    write), median over repeats.
+    GEMM: a square N × N product, 2N³ FLOPs, the fastest of ``repeats``.
+    Bandwidth: a copy of one large array into another, counted as 2 × its bytes
+    (read and write), the fastest of ``repeats``.
     """
     gpu = device == "gpu"
     xp = backend.array_module("cupy" if gpu else "numpy")
     timer = cupy_event_time if gpu else _host_timer
-    size = 8192 if gpu else (1024 if quick else 2048)
-    copy_bytes = 2**31 if gpu else 2**27 if quick else 2**29
-    repeats = 3 if quick else 5
+    size = 8192 if gpu else 2048
+    copy_bytes = 2**31 if gpu else 2**29
     rng = np.random.default_rng(0)
     gemm, method = {}, {}
     for dtype in DTYPES:
         a, b = (xp.asarray(rng.standard_normal((size, size)), dtype=dtype) for _ in range(2))
         out = xp.empty_like(a)
-        seconds = median_seconds(lambda a=a, b=b, out=out: xp.matmul(a, b, out=out), timer, repeats)
-        gemm[dtype] = 2 * size**3 / seconds
-    method["gemm"] = f"square {size}×{size} matmul, 2N³ FLOPs, median of {repeats}"
+        product = functools.partial(xp.matmul, a, b, out=out)
+        gemm[dtype] = 2 * size**3 / fastest_seconds(product, timer, repeats)
+    method["gemm"] = f"square {size}×{size} matmul, 2N³ FLOPs, fastest of {repeats}"
     if gpu:
         tf32 = _cupy_tf32_rate(size, repeats)
         if tf32 is not None:
             gemm["tf32"] = tf32
     source = xp.ones(copy_bytes // 8, dtype=np.float64)
     target = xp.empty_like(source)
-    seconds = median_seconds(lambda: xp.copyto(target, source), timer, repeats)
+    seconds = fastest_seconds(lambda: xp.copyto(target, source), timer, repeats)
     method["bandwidth"] = (f"copy of {copy_bytes / 2**20:.0f} MiB, counted as read + write, "
-                           f"median of {repeats}")
+                           f"fastest of {repeats}")
     return Ceilings(device, gemm, 2 * source.nbytes / seconds, method)
 
 
@@ -256,7 +270,7 @@ def _cupy_tf32_rate(size: int, repeats: int) -> float | None:
         return None
     try:
         a = cupy.random.standard_normal((size, size), dtype=np.float32)
-        seconds = median_seconds(lambda: cupy.matmul(a, a), cupy_event_time, repeats)
+        seconds = fastest_seconds(lambda: cupy.matmul(a, a), cupy_event_time, repeats)
     finally:
         linalg.set_compute_type(np.float32, previous)
     return 2 * size**3 / seconds
@@ -329,10 +343,10 @@ def race(config: Config, contenders: Sequence[Contender], settings: Settings,
             staged[contender.name] = [contender.stage(X, Y) for X, Y in host_inputs]
         except Exception as error:  # reported in the table, the other contenders go on
             results += [Result(config, contender.name, step, error=_describe(error))
-                        for step in STEPS]
+                        for step in settings.steps]
             contender.release()
     ready = [c for c in contenders if c.name in staged]
-    for step in STEPS:
+    for step in settings.steps:
         results += _time_step(config, step, ready, staged, settings)
     for contender in ready:
         contender.release()
@@ -391,7 +405,7 @@ def run_benchmark(
     device: str = "cpu",
     contenders: Sequence[Contender] | None = None,
     settings: Settings = Settings(),
-    quick: bool = False,
+    ceilings: Ceilings | None = None,
     progress: Any = None,
     command: str = "",
 ) -> Report:
@@ -399,8 +413,9 @@ def run_benchmark(
 
     ``contenders`` defaults to all of them for ``device``; those not installed
     are reported as such, those whose gradients disagree with gpunet's are
-    reported and not timed. ``progress``, if given, is called with each line of
-    progress and with the report so far after each config.
+    reported and not timed. ``ceilings`` are measured unless given.
+    ``progress``, if given, is called with each line of progress and with the
+    report so far after each config.
     """
     say = progress or (lambda *_: None)
     candidates = list(all_contenders(device) if contenders is None else contenders)
@@ -410,8 +425,9 @@ def run_benchmark(
         say(f"check {contender.name}: {verdict['status']} {verdict.get('detail', '')}".rstrip())
         if verdict["status"] == "ok":
             admitted.append(contender)
-    say("measuring the ceilings (GEMM rate, copy bandwidth)")
-    ceilings = measure_ceilings(device, quick)
+    if ceilings is None:
+        say("measuring the ceilings (GEMM rate, copy bandwidth)")
+        ceilings = measure_ceilings(device)
     cache_bytes = last_level_cache_bytes(device)
     report = Report({}, ceilings, checks, [], settings, command)
     for config in configs:
@@ -448,7 +464,7 @@ def environment(device: str) -> dict[str, Any]:
     """Date, machine, versions, BLAS libraries and their threads, as the run found them."""
     report: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device,
+        "bench device": device,
         "cpu": backend.cpu_name(),
         "cpu cores": os.cpu_count(),
     }
@@ -459,15 +475,20 @@ def environment(device: str) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             report[package] = "not installed"
     if "torch" in sys.modules:
-        report["torch threads"] = sys.modules["torch"].get_num_threads()
+        torch = sys.modules["torch"]
+        report["torch threads"] = torch.get_num_threads()
+        blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+        report["torch blas"] = blas.group(1) if blas else "unknown"
+    if "jax" in sys.modules:
+        report["jax devices"] = [str(d) for d in sys.modules["jax"].devices()]
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         report["blas"] = "unknown (threadpoolctl is not installed)"
     else:
         report["blas"] = [
-            {k: pool.get(k) for k in ("internal_api", "version", "num_threads", "architecture",
-                                       "filepath")}
+            {k: pool.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
+                                       "architecture", "filepath")}
             for pool in threadpool_info()
         ]
     return report
@@ -570,10 +591,11 @@ def machine_line(report: Report) -> str:
     blas = env.get("blas")
     if isinstance(blas, list):
         blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['num_threads']} threads, "
-                         f"{b['architecture']})" for b in blas)
+                         f"{b['architecture']}, {Path(b['filepath']).name})"
+                         for b in blas if b["user_api"] == "blas")
     where = env.get("device") if report.ceilings.device == "gpu" else env.get("cpu")
-    return (f"{where}, {env.get('cpu cores')} cores; BLAS: {blas}; "
-            f"torch threads: {env.get('torch threads', 'n/a')}")
+    return (f"{where}, {env.get('cpu cores')} cores; BLAS: {blas}; PyTorch: "
+            f"{env.get('torch blas', 'n/a')}, {env.get('torch threads', 'n/a')} threads")
 
 
 def format_table(report: Report) -> str:
@@ -653,7 +675,7 @@ def plot(report: Report, path: str | Path) -> bool:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``gpunet bench`` (and of the bench/ scripts built on it)."""
     parser.add_argument("--quick", action="store_true",
-                        help="a short run: three float32 shapes, fewer repeats")
+                        help="a short run: the gradient step on three float32 shapes, 3 repeats")
     parser.add_argument("--config", metavar="FILE", help="JSON or TOML grid (see load_grid)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
                         help="where to race (default: the GPU if CuPy sees one)")
@@ -708,8 +730,7 @@ def cmd_bench(args: argparse.Namespace, configs: Sequence[Config] | None = None)
     if configs is None:
         configs = quick_grid() if args.quick else default_grid(device)
     settings = settings_from(args, overrides)
-    command = " ".join(["gpunet bench" if Path(sys.argv[0]).name == "gpunet" else
-                        f"python {sys.argv[0]}", *sys.argv[1:]])
+    command = command_line(sys.argv)
     start = time.perf_counter()
 
     def progress(item: Any) -> None:
@@ -720,7 +741,7 @@ def cmd_bench(args: argparse.Namespace, configs: Sequence[Config] | None = None)
             print(item, file=sys.stderr, flush=True)
 
     report = run_benchmark(configs, device=device, contenders=select_contenders(
-        device, args.contenders), settings=settings, quick=args.quick, progress=progress,
+        device, args.contenders), settings=settings, progress=progress,
         command=command)
     print(format_table(report))
     if args.json:
@@ -732,6 +753,18 @@ def cmd_bench(args: argparse.Namespace, configs: Sequence[Config] | None = None)
               file=sys.stderr)
     print(f"benchmark took {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command that was run, as one would type it again."""
+    program = Path(argv[0])
+    if program.name == "gpunet":
+        head = "gpunet"
+    elif program.parent.name == "gpunet":  # python -m gpunet, python -m gpunet.bench
+        head = "python -m gpunet" + ("" if program.stem == "__main__" else f".{program.stem}")
+    else:
+        head = f"python {argv[0]}"
+    return " ".join([head, *map(shlex.quote, argv[1:])])
 
 
 def write_json(report: Report, path: str | Path) -> None:

@@ -172,14 +172,16 @@ class Torch(Contender):
 
     The gradient is ``torch.autograd.grad`` of the loss; the training step is
     what a PyTorch user writes: ``zero_grad``, ``backward``, ``torch.optim.SGD``'s
-    ``step``. With ``compiled``, the loss function is compiled (``dynamic=False``,
-    one static graph per shape; AOTAutograd compiles its backward too) and the
-    optimizer step stays eager.
+    ``step``. With ``compiled``, the loss function goes through ``torch.compile``
+    (AOTAutograd compiles its backward too) and the optimizer step stays eager.
+    It is compiled once per network shape and dtype, with the batch dimension
+    marked dynamic, so a sweep over m does not recompile.
     """
 
     def __init__(self, device: str = "cpu", compiled: bool = False) -> None:
         self.device, self.compiled = device, compiled
         self.name = "torch.compile" if compiled else "torch-eager"
+        self.compiled_for: tuple[Any, ...] | None = None
 
     def missing(self) -> str | None:
         try:
@@ -198,15 +200,21 @@ class Torch(Contender):
             torch.tensor(value, device=self.torch_device, requires_grad=True) for value in params
         ]
         self.optimizer = torch.optim.SGD(self.params, lr=lr)
-        self.loss = _torch_loss()
-        if self.compiled:
-            torch.compiler.reset()  # a fresh cache per shape: no recompile limit reached
-            self.loss = torch.compile(self.loss, dynamic=False)
+        network = (tuple(params.shapes.values()), params.dtype)
+        if not self.compiled:
+            self.loss = _torch_loss()
+        elif network != self.compiled_for:
+            torch.compiler.reset()  # one graph cached at a time: the recompile limit is never hit
+            self.loss, self.compiled_for = torch.compile(_torch_loss()), network
 
     def stage(self, X: np.ndarray, Y: np.ndarray) -> Any:
         import torch
 
-        return tuple(torch.as_tensor(a, device=self.torch_device) for a in (X, Y))
+        staged = tuple(torch.as_tensor(a, device=self.torch_device) for a in (X, Y))
+        if self.compiled:
+            for tensor in staged:
+                torch._dynamo.mark_dynamic(tensor, 0)
+        return staged
 
     def gradient(self, data: Any) -> Any:
         import torch
@@ -223,7 +231,7 @@ class Torch(Contender):
 
     def to_host(self, result: Any) -> tuple[float, Params]:
         loss, grads = result
-        return float(loss), Params(*(g.detach().cpu().numpy() for g in grads))
+        return float(loss.detach()), Params(*(g.detach().cpu().numpy() for g in grads))
 
     def timer(self) -> Timer:
         return torch_event_time if self.device == "gpu" else super().timer()

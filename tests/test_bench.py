@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from gpunet.contenders import Gpunet, all_contenders
 
 TINY = [bench.Config(256, 3, 8, 1, "float32"), bench.Config(512, 3, 8, 1, "float64")]
 FAST = bench.Settings(warmup=1, repeats=2)
+CEILINGS = bench.Ceilings("cpu", {"float32": 1e10, "float64": 5e9}, 1e10,
+                          {"gemm": "made up for a test", "bandwidth": "made up for a test"})
 
 
 def ceilings(gemm: float, bandwidth: float) -> bench.Ceilings:
@@ -69,7 +72,7 @@ class HalfW1(Gpunet):
 
 def test_a_contender_that_disagrees_is_reported_and_not_timed():
     report = bench.run_benchmark(TINY[:1], contenders=[Gpunet("numpy"), HalfW1()],
-                                 settings=FAST, quick=True)
+                                 settings=FAST, ceilings=CEILINGS)
     verdict = report.checks["half-w1"]
     assert verdict["status"] == "rejected"
     assert "w1" in verdict["detail"]
@@ -82,7 +85,7 @@ def test_race_times_every_installed_fast_contender():
     names = [c.name for c in all_contenders("cpu")
              if c.missing() is None and c.name != "torch.compile"]  # compiling takes seconds
     contenders = [c for c in all_contenders("cpu") if c.name in names]
-    report = bench.run_benchmark(TINY, contenders=contenders, settings=FAST, quick=True)
+    report = bench.run_benchmark(TINY, contenders=contenders, settings=FAST, ceilings=CEILINGS)
     rows = bench.summarize(report)
     assert len(rows) == len(TINY) * len(names) * len(bench.STEPS)
     for row in rows:
@@ -101,7 +104,7 @@ def test_a_failing_step_is_reported_in_the_table():
             raise MemoryError("out of memory")
 
     broken = Broken("numpy")
-    report = bench.run_benchmark(TINY[:1], contenders=[broken], settings=FAST, quick=True)
+    report = bench.run_benchmark(TINY[:1], contenders=[broken], settings=FAST, ceilings=CEILINGS)
     steps = {r.step: r for r in report.results}
     assert steps["gradient"].error is None and len(steps["gradient"].seconds) == 2
     assert steps["train"].error == "MemoryError: out of memory"
@@ -128,9 +131,18 @@ def test_default_grid_adds_large_batches_on_a_gpu():
     assert all(c.d <= 64 for c in gpu if c.m in bench.GPU_SAMPLES)
 
 
-def test_gpunet_bench_writes_json_and_markdown(tmp_path, capsys):
+def test_ceilings_are_measured_rates():
+    ceilings = bench.measure_ceilings("cpu", repeats=1)
+    assert set(ceilings.gemm) == {"float32", "float64"}
+    assert all(0 < rate < math.inf for rate in [*ceilings.gemm.values(), ceilings.bandwidth])
+    assert "2048×2048" in ceilings.method["gemm"]
+
+
+def test_gpunet_bench_writes_json_and_markdown(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "measure_ceilings", lambda device: CEILINGS)
     grid = tmp_path / "grid.json"
-    grid.write_text(json.dumps({"configs": [{"m": 128, "d": 2, "n": 4}], "repeats": 2}))
+    grid.write_text(json.dumps({"configs": [{"m": 128, "d": 2, "n": 4}], "repeats": 2,
+                                "steps": ["gradient", "train"]}))
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     code = cli.main(["bench", "--device", "cpu", "--quick", "--config", str(grid),
                      "--contenders", "gpunet-numpy", "--json", str(out_json),
@@ -138,7 +150,7 @@ def test_gpunet_bench_writes_json_and_markdown(tmp_path, capsys):
     assert code == 0
     assert "gpunet-numpy" in capsys.readouterr().out
     data = json.loads(out_json.read_text())
-    assert set(data["ceilings"]["gemm"]) == {"float32", "float64"}
+    assert data["ceilings"]["gemm"] == CEILINGS.gemm
     assert data["checks"]["gpunet-numpy"]["status"] == "ok"
     assert [r["step"] for r in data["results"]] == list(bench.STEPS)
     assert data["environment"]["cpu cores"] >= 1
@@ -149,7 +161,7 @@ def test_gpunet_bench_writes_json_and_markdown(tmp_path, capsys):
 
 def test_plot_writes_a_png_or_says_matplotlib_is_missing(tmp_path):
     report = bench.run_benchmark(TINY[:1], contenders=[Gpunet("numpy")], settings=FAST,
-                                 quick=True)
+                                 ceilings=CEILINGS)
     path = tmp_path / "plot.png"
     try:
         import matplotlib  # noqa: F401
@@ -158,6 +170,14 @@ def test_plot_writes_a_png_or_says_matplotlib_is_missing(tmp_path):
     else:
         assert bench.plot(report, path) is True
         assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_command_line_is_what_one_would_type():
+    assert bench.command_line(["/usr/bin/gpunet", "bench", "--quick"]) == "gpunet bench --quick"
+    module = "/src/gpunet/__main__.py"
+    assert bench.command_line([module, "bench", "--json", "a b.json"]) == (
+        "python -m gpunet bench --json 'a b.json'")
+    assert bench.command_line(["bench/throughput.py"]) == "python bench/throughput.py"
 
 
 def test_unknown_contender_is_a_clear_error():
