@@ -25,18 +25,14 @@ PYTHON=${PYTHON:-python}
     date -u
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
     "$PYTHON" -m gpunet info
-    for package in cupy torch jax jaxlib numpy pytest matplotlib; do
-        "$PYTHON" - "$package" <<'PY'
-import importlib.metadata, sys
-name = sys.argv[1]
-try:
-    print(name, importlib.metadata.version(name))
-except importlib.metadata.PackageNotFoundError:
-    names = [d.metadata["Name"] for d in importlib.metadata.distributions()]
-    found = [n for n in names if n and n.lower().startswith(name)]
-    print(name, "not installed" + (f" (found {', '.join(found)})" if found else ""))
+    "$PYTHON" - <<'PY'
+import importlib.metadata as metadata
+wanted = ("cupy", "torch", "triton", "jax", "numpy", "pytest", "matplotlib")
+for dist in metadata.distributions():
+    name = dist.metadata["Name"] or ""
+    if name.lower().startswith(wanted):
+        print(name, dist.version)
 PY
-    done
 } > "$OUT/info.txt" 2>&1
 
 # Budget: 90 s for the tests, 190 s for the benchmark, the rest for start-up.
