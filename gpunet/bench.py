@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from gpunet import backend
 from gpunet.contenders import Contender, all_contenders, cupy_event_time, host_time
@@ -172,7 +171,7 @@ def load_grid(path: str | Path) -> tuple[list[Config], dict[str, Any]]:
     """
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    document = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    document = _parse_toml(text, path) if path.suffix == ".toml" else json.loads(text)
     entries = document.get("configs")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a non-empty list 'configs' of {{m, d, n, p, dtype}}")
@@ -188,6 +187,18 @@ def load_grid(path: str | Path) -> tuple[list[Config], dict[str, Any]]:
     if "steps" in document:
         settings["steps"] = tuple(document["steps"])
     return configs, settings
+
+
+def _parse_toml(text: str, path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise RuntimeError(f"{path}: reading TOML needs Python ≥ 3.11 or `pip install "
+                               "tomli`; or write the grid as JSON") from None
+    return tomllib.loads(text)
 
 
 # --- arithmetic of the floor -----------------------------------------------------------------
@@ -609,18 +620,42 @@ def format_table(report: Report) -> str:
 
 
 def format_markdown(report: Report) -> str:
-    """The results as a markdown table for bench/RESULTS.md, with the machine and the command."""
+    """The results in markdown for bench/RESULTS.md: the machine, the command, the ceilings
+    and checks, a side-by-side table per step, then every figure in one table."""
     env = report.environment
-    lines = [f"Measured {env.get('date')} on {machine_line(report)}.",
-             "", f"Command: `{report.command}`" if report.command else "", ""]
+    lines = [f"Measured {env.get('date')} on {machine_line(report)}.", ""]
+    if report.command:
+        lines += [f"Command: `{report.command}`", ""]
     lines += [f"- {line}" for line in ceiling_lines(report) + check_lines(report)]
     versions = ", ".join(f"{k} {env.get(k)}" for k in ("numpy", "torch", "jax", "scikit-learn"))
     lines += [f"- versions: gpunet {env.get('gpunet')}, {versions}",
               f"- FLOPs counted: the GEMMs of the two-GEMM gradient (2mdn + 2mnp + 2mnp "
-              f"+ 2mnd, and 2mnp more when p > 1); × gpunet = time / {report.reference()}'s time",
-              "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
-    return "\n".join(line for line in lines if line is not None) + "\n"
+              f"+ 2mnd, and 2mnp more when p > 1); × gpunet = time / {report.reference()}'s time"]
+    for step in report.settings.steps:
+        lines += ["", *side_by_side(report, step)]
+    lines += ["", "All figures:", ""]
+    for row in [COLUMNS, tuple("---" for _ in COLUMNS), *table_rows(report)]:
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def side_by_side(report: Report, step: str) -> list[str]:
+    """Markdown lines: one step, a row per config, a column per contender; each cell the
+    median ms and, in parentheses, that time over gpunet's."""
+    rows = [r for r in summarize(report) if r["step"] == step]
+    names = list(dict.fromkeys(r["contender"] for r in rows))
+    cells: dict[str, dict[str, str]] = {}
+    for row in rows:
+        label = Config(*(row[k] for k in CONFIG_KEYS)).label
+        text = "failed" if "ms_median" not in row else _ms(row["ms_median"])
+        if row.get("x_gpunet") is not None:
+            text += f" ({row['x_gpunet']:.2f})"
+        cells.setdefault(label, {})[row["contender"]] = text
+    lines = [f"{step} step, median ms (time / {report.reference()}'s):", "",
+             "| config | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += ["| " + " | ".join([label, *(by.get(name, "") for name in names)]) + " |"
+              for label, by in cells.items()]
+    return lines
 
 
 def to_json(report: Report) -> dict[str, Any]:
@@ -634,6 +669,21 @@ def to_json(report: Report) -> dict[str, Any]:
         "flops_counted": "2mdn + 2mnp + 2mnp + 2mnd (+ 2mnp when p > 1): GEMMs of the gradient",
         "results": summarize(report),
     }
+
+
+def report_from_json(data: dict[str, Any]) -> Report:
+    """The Report that :func:`to_json` wrote (timings from ``ms_all``), to render it again."""
+    results = []
+    for row in data["results"]:
+        first = row.get("ms_first")
+        results.append(Result(
+            Config(*(row[k] for k in CONFIG_KEYS)), row["contender"], row["step"],
+            [ms / 1e3 for ms in row.get("ms_all", [])], None if first is None else first / 1e3,
+            row.get("error"),
+        ))
+    settings = {**data["settings"], "steps": tuple(data["settings"]["steps"])}
+    return Report(data["environment"], Ceilings(**data["ceilings"]), data["checks"], results,
+                  Settings(**settings), data["command"])
 
 
 def plot(report: Report, path: str | Path) -> bool:
@@ -662,7 +712,7 @@ def plot(report: Report, path: str | Path) -> bool:
     for axis in list(axes.flat)[len(panels):]:
         axis.set_visible(False)
     axes.flat[0].legend(fontsize="small")
-    figure.suptitle(f"gradient step throughput, {machine_line(report)[:90]}", fontsize="small")
+    figure.suptitle(f"gradient step, {report.environment.get('device', '')}", fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

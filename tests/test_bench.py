@@ -159,6 +159,16 @@ def test_gpunet_bench_writes_json_and_markdown(tmp_path, capsys, monkeypatch):
     assert "GEMM rate" in markdown
 
 
+def test_json_round_trip_renders_the_same_markdown():
+    report = bench.run_benchmark(TINY, contenders=[Gpunet("numpy")], settings=FAST,
+                                 ceilings=CEILINGS, command="gpunet bench --config tiny.toml")
+    data = json.loads(json.dumps(bench.to_json(report)))
+    markdown = bench.format_markdown(report)
+    assert bench.format_markdown(bench.report_from_json(data)) == markdown
+    assert "gradient step, median ms (time / gpunet-numpy's):" in markdown
+    assert "| (256, 3, 8, 1) float32 | " in markdown and "(1.00) |" in markdown
+
+
 def test_plot_writes_a_png_or_says_matplotlib_is_missing(tmp_path):
     report = bench.run_benchmark(TINY[:1], contenders=[Gpunet("numpy")], settings=FAST,
                                  ceilings=CEILINGS)
