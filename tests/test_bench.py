@@ -138,8 +138,16 @@ def test_ceilings_are_measured_rates():
     assert "2048×2048" in ceilings.method["gemm"]
 
 
+def test_the_best_of_two_ceiling_measurements_is_kept():
+    quiet = bench.Ceilings("cpu", {"float32": 3.0, "float64": 1.0}, 5.0, {})
+    busy = bench.Ceilings("cpu", {"float32": 2.0, "float64": 2.0}, 4.0, {})
+    best = quiet.best(busy)
+    assert best.gemm == {"float32": 3.0, "float64": 2.0}
+    assert (best.bandwidth, best.measurements) == (5.0, 2)
+
+
 def test_gpunet_bench_writes_json_and_markdown(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "measure_ceilings", lambda device: CEILINGS)
+    monkeypatch.setattr(bench, "measure_ceilings", lambda device, repeats=5: CEILINGS)
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"configs": [{"m": 128, "d": 2, "n": 4}], "repeats": 2,
                                 "steps": ["gradient", "train"]}))
