@@ -453,7 +453,8 @@ def run_benchmark(
         ceilings = measure_ceilings(device)
     cache_bytes = last_level_cache_bytes(device)
     report = Report({}, ceilings, checks, [], settings, command)
-    for config in configs:
+    # Grouped by network, m ascending: a compiled contender compiles once per network.
+    for config in sorted(configs, key=lambda c: (c.d, c.n, c.p, c.dtype, c.m)):
         start = time.perf_counter()
         if measured:  # a shared machine has quieter moments: keep the best the run sees
             report.ceilings = report.ceilings.best(measure_ceilings(device, repeats=2))
