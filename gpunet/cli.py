@@ -490,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--lr", type=float, default=1.0)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=cmd_demo)
+    from gpunet.bench import add_command as add_bench_command
+    add_bench_command(commands)
     return parser
 
 
