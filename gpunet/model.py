@@ -25,6 +25,11 @@ PARAM_NAMES = ("w1", "b1", "w2", "b2")
 DEFAULT_WORK_BYTES = 256 * 2**20
 """The default bound on the (m, n) working set of a pass over the samples."""
 
+ROWS_PER_FEATURE = 8
+"""On the CPU a chunk holds at least this many samples per feature: each chunk adds
+an (n, d) product to the gradient sums, which costs as much as 1/8 of a sample per
+feature, so larger d needs longer chunks to keep that add small beside the GEMMs."""
+
 WORK_BUFFERS = 4
 """(rows, n) arrays a chunk needs at most at once: the hidden layer, the slope or
 delta, and the temporaries of the NumPy fallbacks."""
@@ -165,7 +170,8 @@ def plan_chunks(params: Params, n_samples: int, max_work_bytes: int) -> tuple[in
     lanes = cpu_lanes() if params.backend == "numpy" else 1
     rows = int(max_work_bytes) // (lanes * row_bytes)
     if params.backend == "numpy":
-        rows = min(rows, cpu_block_bytes() // (params.n_hidden * params.dtype.itemsize))
+        cache_rows = cpu_block_bytes() // (params.n_hidden * params.dtype.itemsize)
+        rows = min(rows, max(cache_rows, ROWS_PER_FEATURE * params.n_features))
     rows = max(1, min(rows, n_samples))
     # A chunk is the unit of a lane's work: lanes only for two chunks or more,
     # so a small batch is not split into pieces smaller than a thread's start-up.
