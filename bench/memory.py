@@ -4,7 +4,7 @@ Each measurement runs in a fresh process, so its peak RSS (and, on a GPU, its
 peak device memory) is its own:
 
     python bench/memory.py sweep --samples 100000 1000000 4000000     # a Markdown table
-    python bench/memory.py stream --samples 50000000 --data-dir /tmp/gpunet-50m --keep
+    python bench/memory.py stream --samples 50000000 --data-dir /tmp/gpunet-50m --cold
     python bench/memory.py gemm --samples 1000000
 
 ``stream`` reads X and y from .npy files in ``--data-dir`` through
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["stream", "gemm", "torch"])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/gpunet-bench"))
     parser.add_argument("--keep", action="store_true", help="keep the .npy files afterwards")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the files from the page cache first, so they are read from disk")
     args = parser.parse_args()
     if args.mode == "sweep":
         sweep(args)
@@ -74,6 +77,9 @@ def sweep(args: argparse.Namespace) -> None:
 
 def measure(mode: str, m: int, args: argparse.Namespace) -> dict:
     x_path, y_path = write_data(args.data_dir, m, args.features, args.dtype)
+    if args.cold:
+        for path in (x_path, y_path):
+            evict(path)
     start = time.perf_counter()
     loss, device_bytes = RUNNERS[mode](x_path, y_path, args)
     seconds = time.perf_counter() - start
@@ -161,6 +167,16 @@ def write_data(folder: Path, m: int, d: int, dtype: str) -> tuple[Path, Path]:
             x_file.write(X.tobytes())
             y_file.write(np.sin(X).sum(axis=1).tobytes())
     return x_path, y_path
+
+
+def evict(path: Path) -> None:
+    """Write ``path`` to disk and drop its pages from the kernel's page cache."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
 
 
 def remove_data(folder: Path) -> None:
