@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,7 @@ def test_non_finite_data_names_the_row_in_the_stream(tmp_path):
     assert np.isnan(float(loss))
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
 def test_memmap_pages_are_released(tmp_path):
     # 48 MiB of X read through a memmap: without MADV_DONTNEED the file's pages would
     # stay mapped and count in RSS (RssFile) until the memmap is closed.
@@ -170,3 +172,62 @@ def test_minibatch_fit_lowers_the_loss(tmp_path):
     )
     assert len(losses) == 5 and losses[-1] < 0.5 * start
     assert float(gpunet.loss(params, X, y)) < 0.5 * start
+
+
+class FakeEvent:
+    """A CUDA event of the stand-in: it logs when the host waits on it."""
+
+    def __init__(self, log, name):
+        self.log, self.name = log, name
+
+    def synchronize(self):
+        self.log.append(f"wait {self.name}")
+
+
+def test_gpu_path_copies_through_two_pinned_slots(host_cupy, monkeypatch):
+    # The Python side of the GPU streaming path, on the CuPy stand-in: chunks are staged
+    # in pinned buffers, copied on a second stream, and a slot is refilled only after the
+    # host has waited for the event that ends the turn that last used it.
+    import sys
+    import types
+
+    log, turns = [], iter(range(100))
+
+    class Stream:
+        def __init__(self, non_blocking=False):
+            self.name = "copy" if non_blocking else "compute"
+
+        def record(self):
+            event = FakeEvent(log, f"{self.name} {next(turns)}")
+            if self.name == "compute":
+                log.append(f"record {event.name}")
+            return event
+
+        def wait_event(self, event):
+            log.append(f"{self.name} waits for {event.name}")
+
+    compute = Stream()
+    monkeypatch.setattr(host_cupy.cuda, "Stream", Stream, raising=False)
+    monkeypatch.setattr(host_cupy.cuda, "get_current_stream", lambda: compute, raising=False)
+    monkeypatch.setattr(host_cupy.ndarray, "set",
+                        lambda self, host, stream=None: np.copyto(self, host), raising=False)
+    pinned = types.ModuleType("cupyx")
+    pinned.empty_pinned = lambda size, dtype: np.empty(size, dtype)
+    monkeypatch.setitem(sys.modules, "cupyx", pinned)
+
+    params, X, Y = random_problem(1000, 3, 8, 1, seed=16)
+    loss, grads = streaming.loss_and_grad(params.to("cupy"), streaming.ArraySource(X, Y, 300))
+    want_loss, want_grads = gpunet.loss_and_grad(params, X, Y)
+    assert isinstance(loss, host_cupy.ndarray)
+    assert float(loss) == pytest.approx(float(want_loss), rel=1e-12)
+    for got, want in zip(grads, want_grads, strict=True):
+        assert relative_error(host_cupy.asnumpy(got), want) < 1e-12
+    # Four chunks (300, 300, 300, 100 rows), X and Y each: the compute stream waits for
+    # each copy, a turn ends with an event on it, and chunks 2 and 3 refill the slots of
+    # chunks 0 and 1 only once the host has waited for the end of those turns.
+    def turn(first_copy, waits_for=None):
+        wait = [f"wait compute {waits_for}"] if waits_for is not None else []
+        copies = [f"compute waits for copy {first_copy + i}" for i in range(2)]
+        return [*wait, *copies, f"record compute {first_copy + 2}"]
+
+    assert log == [*turn(0), *turn(3), *turn(6, waits_for=2), *turn(9, waits_for=5)]
