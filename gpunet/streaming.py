@@ -54,11 +54,11 @@ class ArraySource:
                 f"X must be (m, d) and y (m,) or (m, p) with the same m; "
                 f"got X {X.shape} and y {y.shape}"
             )
+        if rows is not None and rows < 1:
+            raise ValueError(f"rows must be a positive integer or None; got {rows}")
         row_bytes = (X.shape[1] * X.dtype.itemsize) + int(np.prod(y.shape[1:])) * y.dtype.itemsize
         self.X, self.y = X, y
-        self.rows = rows or max(1, CHUNK_BYTES // row_bytes)
-        if self.rows < 1:
-            raise ValueError(f"rows must be positive; got {rows}")
+        self.rows = rows if rows is not None else max(1, CHUNK_BYTES // row_bytes)
 
     @classmethod
     def from_npy(
