@@ -37,6 +37,8 @@ from gpunet.model import (
 )
 from gpunet.validation import NonFiniteError
 
+PATHS = ("auto", "gemm", "fused")
+
 
 class GradientSums:
     """Σ over chunks of samples of ‖R_i‖² and of each gradient's terms.
@@ -78,15 +80,31 @@ class GradientSums:
             sums.w1 += delta.T @ X
             sums.b1 += delta.sum(axis=0)
 
-    def merge(self, other: GradientSums) -> None:
+    def merge(self, other: GradientSums) -> GradientSums:
+        """Add ``other``'s sums (over other samples, same parameters) into these; returns self."""
         for mine, theirs in zip(self.sums, other.sums, strict=True):
             mine += theirs
         self.squares += other.squares
         self.count += other.count
+        return self
 
-    def result(self) -> tuple[Any, Params]:
-        """(J, gradients): the sums divided by m, with diag(w2) applied for p = 1, in place."""
+    def __getstate__(self) -> dict[str, Any]:
+        # The work buffers are scratch: a pickled GradientSums (a Dask task's result) is
+        # its sums alone, and it can merge and give its result but not add chunks.
+        skip = ("_hidden", "_slope", "_scaled")
+        return {key: value for key, value in self.__dict__.items() if key not in skip}
+
+    def result(self, out: Params | None = None) -> tuple[Any, Params]:
+        """(J, gradients): the sums divided by m, with diag(w2) applied for p = 1.
+
+        Computed in place, in ``out`` when given, else over the sums.
+        """
         grads, m = self.sums, self.count
+        if out is not None and out is not grads:
+            _check_out(out, self.params)
+            for target, total in zip(out, grads, strict=True):
+                target[...] = total
+            grads = out
         if self.params.n_outputs == 1:
             grads.w1 *= self.params.w2.T
             grads.b1 *= self.params.w2[0]
@@ -103,6 +121,7 @@ def loss_and_grad(
     max_work_bytes: int = DEFAULT_WORK_BYTES,
     check_finite: bool = True,
     out: Params | None = None,
+    path: str = "auto",
 ) -> tuple[Any, Params]:
     """The half-MSE loss J and its gradients with respect to W1, b1, W2, b2.
 
@@ -120,18 +139,47 @@ def loss_and_grad(
     Returns ``(loss, grads)``: the loss as a 0-d array on the parameters'
     backend, and a Params of gradients with the parameters' shapes, written
     into ``out`` when given (a training loop reuses one set of buffers).
+
+    ``path`` chooses the algorithm: "gemm", the chunks above (two GEMMs and the
+    fused elementwise kernels per chunk); "fused", gpunet.fused (one CUDA
+    kernel pass per sample tile that never stores the hidden layer, or its
+    NumPy model on the CPU); "auto" takes "gemm" everywhere for now, since the
+    fused kernel has not yet been timed on a GPU against it.
     """
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}; got {path!r}")
     X, Y = check_data(params, X, y)
+    if path == "fused":
+        from gpunet import fused
+
+        return fused.loss_and_grad(params, X, Y, check_finite=check_finite, out=out)
+    return gradient_sums(params, X, Y, max_work_bytes, check_finite, out).result()
+
+
+def gradient_sums(
+    params: Params,
+    X: Any,
+    Y: Any,
+    max_work_bytes: int,
+    check_finite: bool,
+    out: Params | None = None,
+) -> GradientSums:
+    """The sums of :class:`GradientSums` over X (m, d), Y (m, p), checked by check_data.
+
+    Chunked and spread over the CPU's lanes as :func:`loss_and_grad` says;
+    the sums of several such calls merge into the sums over all their samples.
+    ``out``: arrays shaped as the parameters that the sums are made in.
+    """
     m = X.shape[0]
     rows, lanes = plan_chunks(params, m, max_work_bytes)
     if out is not None:
-        if [g.shape for g in out] != [a.shape for a in params]:
-            raise ValueError(f"out has shapes {out.shapes}; the parameters have {params.shapes}")
+        _check_out(out, params)
         for gradient in out:
             gradient.fill(0)
 
     def sum_lane(lane: int) -> GradientSums:
-        sums = GradientSums(params, rows, out if lane == 0 else None)
+        # Buffers as long as the longest chunk this lane takes, which may be short.
+        sums = GradientSums(params, min(rows, m - lane * rows), out if lane == 0 else None)
         for start in range(lane * rows, m, lanes * rows):
             sums.add(*load_chunk(params, X, Y, start, rows, check_finite))
         return sums
@@ -139,7 +187,12 @@ def loss_and_grad(
     first, *others = _map_lanes(sum_lane, lanes)
     for other in others:
         first.merge(other)
-    return first.result()  # the first lane sums into ``out`` when given
+    return first
+
+
+def _check_out(out: Params, params: Params) -> None:
+    if [g.shape for g in out] != [a.shape for a in params]:
+        raise ValueError(f"out has shapes {out.shapes}; the parameters have {params.shapes}")
 
 
 def _map_lanes(function: Callable[[int], GradientSums], lanes: int) -> list[GradientSums]:

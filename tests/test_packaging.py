@@ -33,6 +33,7 @@ def test_wheel_holds_the_kernel_sources(wheel):
         shipped = archive.read(HEADER).decode()
     assert shipped == (ROOT / "kernels" / "gpunet_math.cuh").read_text()
     assert "gpunet/grad.py" in names and "gpunet/kernels.py" in names
+    assert "gpunet/cuda_sources/fused_grad.cu" in names
 
 
 def test_installed_package_finds_its_kernels_and_computes(wheel, tmp_path):
