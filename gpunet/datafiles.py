@@ -103,7 +103,8 @@ def finite_rows(data: Data, source: str, drop: bool) -> Data:
     raise DataError(
         f"{source}, data row {row + 1} (header not counted), column {column!r}: "
         f"{values[~np.isfinite(values)][0]} where a finite number was expected "
-        f"({int(bad.sum())} such rows); drop them with --drop-nan (load_xy(..., drop_nan=True))"
+        f"({int(bad.sum())} such rows); remove or impute them, or drop them with gpunet train "
+        "--drop-nan (load_xy(..., drop_nan=True))"
     )
 
 

@@ -25,9 +25,12 @@ from typing import Any
 
 from threadpoolctl import ThreadpoolController
 
+from gpunet.backend import cpu_lanes
 from gpunet.kernels import sigmoid_delta, sigmoid_grad
+from gpunet.memory import retry_smaller
 from gpunet.model import (
     DEFAULT_WORK_BYTES,
+    WORK_BUFFERS,
     Params,
     check_data,
     hidden_layer,
@@ -121,7 +124,9 @@ def loss_and_grad(
 
     The samples are taken in chunks whose (rows, n) buffers fit in
     ``max_work_bytes`` (and, on the CPU, in cache), allocated once and reused,
-    so memory does not grow with m. On the CPU each core sums every
+    so memory does not grow with m. Out of memory, the pass is retried with
+    half the budget until it fits (gpunet.memory, said once as a
+    MemoryWarning). On the CPU each core sums every
     lanes-th chunk and the partial sums are added in lane order, so a result
     is the same from run to run on one machine; it equals the one-shot
     result within rounding. ``check_finite`` rejects NaN and Inf in X and y
@@ -131,20 +136,50 @@ def loss_and_grad(
     backend, and a Params of gradients with the parameters' shapes, written
     into ``out`` when given (a training loop reuses one set of buffers).
     """
+    result, _ = loss_and_grad_fitted(params, X, y, max_work_bytes=max_work_bytes,
+                                     check_finite=check_finite, out=out)
+    return result
+
+
+def loss_and_grad_fitted(
+    params: Params,
+    X: Any,
+    y: Any,
+    *,
+    max_work_bytes: int = DEFAULT_WORK_BYTES,
+    check_finite: bool = True,
+    out: Params | None = None,
+) -> tuple[tuple[Any, Params], int]:
+    """:func:`loss_and_grad`, and the ``max_work_bytes`` it fitted in.
+
+    The budget is smaller than asked after running out of memory; a training
+    loop passes it to the next step, so it runs out once, not at every step.
+    """
     X, Y = check_data(params, X, y)
     m = X.shape[0]
-    rows, lanes = plan_chunks(params, m, max_work_bytes)
 
-    def sum_lane(lane: int) -> GradientSums:
-        sums = GradientSums(params, rows)
-        for start in range(lane * rows, m, lanes * rows):
-            sums.add(*load_chunk(params, X, Y, start, rows, check_finite))
-        return sums
+    def run(budget: int) -> tuple[Any, Params]:
+        rows, lanes = plan_chunks(params, m, budget)
 
-    first, *others = _map_lanes(sum_lane, lanes)
-    for other in others:
-        first.merge(other)
-    return first.result(out)
+        def sum_lane(lane: int) -> GradientSums:
+            sums = GradientSums(params, rows)
+            for start in range(lane * rows, m, lanes * rows):
+                sums.add(*load_chunk(params, X, Y, start, rows, check_finite))
+            return sums
+
+        first, *others = _map_lanes(sum_lane, lanes)
+        for other in others:
+            first.merge(other)
+        return first.result(out)
+
+    def describe(budget: int) -> str:
+        rows, _ = plan_chunks(params, m, budget)
+        return (f"the gradient of {m:,} samples x {params.n_hidden:,} hidden units "
+                f"({params.dtype}) in chunks of {rows:,} samples (max_work_bytes={budget:,})")
+
+    lanes = cpu_lanes() if params.backend == "numpy" else 1
+    smallest = WORK_BUFFERS * params.n_hidden * params.dtype.itemsize * lanes  # one row a lane
+    return retry_smaller(run, params.xp, max_work_bytes, smallest, describe)
 
 
 def _map_lanes(function: Callable[[int], GradientSums], lanes: int) -> list[GradientSums]:
