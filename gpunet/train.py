@@ -289,7 +289,9 @@ class Trainer:
         """
         saved = self.flat.copy(), _copied(self.optimizer.state_dict())
         try:
-            loss, skipped = self._epoch(X, Y, check_steps=self.config.on_divergence == "skip")
+            # NaN and Inf are found and reported here; NumPy's warnings would only be noise.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                loss, skipped = self._epoch(X, Y, self.config.on_divergence == "skip")
             score = r2_score(Y_val, predict(self.params, X_val)) if X_val is not None else None
             loss, score = _to_host(loss, score)
             if not math.isfinite(loss):
@@ -309,7 +311,8 @@ class Trainer:
         epoch = self.history.epochs + 1
         step = None
         if self.config.on_divergence == "stop":
-            step = self._epoch(X, Y, check_steps=True, stop_at_bad_step=True)[1]
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                step = self._epoch(X, Y, check_steps=True, stop_at_bad_step=True)[1]
         batches = -(-X.shape[0] // self.batch_size(X.shape[0]))
         where = (f"at step {step} of {batches} in epoch {epoch}" if step else
                  f"in epoch {epoch}, with {skipped} of its {batches} steps skipped")
