@@ -203,7 +203,7 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except npyfile.NpyError as error:
-        if "never loaded" in str(error):
+        if "pickled" in str(error):
             raise CheckpointError(
                 f"{path} holds pickled Python objects, which a gpunet checkpoint never does; "
                 "it was not loaded (pickles can run code)"

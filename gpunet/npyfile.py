@@ -40,18 +40,18 @@ def read_header(
         elif version == (2, 0):
             header = npy_format.read_array_header_2_0(stream, max_header_size=MAX_HEADER_BYTES)
         else:
-            raise NpyError(f".npy format version {version} is not read; save with np.save")
+            raise NpyError(f"is .npy format version {version}, which is not read; use np.save")
     except NpyError:
         raise
     except (ValueError, EOFError, SyntaxError, TypeError) as error:
-        raise NpyError(f"not an .npy array, or its header is damaged ({error})") from None
+        raise NpyError(f"is not an .npy array, or its header is damaged ({error})") from None
     shape, fortran_order, dtype = header
-    if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None:
+    if dtype.hasobject:
+        raise NpyError(f"holds pickled Python objects ({dtype}), which are never loaded: "
+                       "unpickling can run code")
+    if dtype.kind not in kinds or dtype.fields is not None:
         expected = "plain numbers (bool, int or float)" if kinds == NUMERIC_KINDS else "text"
-        raise NpyError(
-            f"holds {dtype} values; expected {expected}; "
-            "Python objects are never loaded, since unpickling can run code"
-        )
+        raise NpyError(f"holds {dtype} values; expected {expected}")
     return tuple(int(n) for n in shape), dtype, bool(fortran_order)
 
 
@@ -64,24 +64,35 @@ def read_array(
     """The array in an ``.npy`` stream, in native byte order.
 
     ``max_bytes`` bounds the data the header may claim (the bytes the stream
-    can hold); ``shape``, when given, is the shape it must have. Both are
-    checked before the data is read, so a crafted header allocates nothing.
-    ``kinds`` are the dtype kinds allowed (numbers; "U" for text).
+    can hold after the header); ``shape``, when given, is the shape it must
+    have. Both are checked before the data is read, so a crafted header
+    allocates nothing. ``kinds`` are the dtype kinds allowed (numbers; "U" for text).
     """
-    found, dtype, fortran_order = read_header(stream, kinds)
+    header = read_header(stream, kinds)
+    return read_data(stream, header, max_bytes, shape)
+
+
+def read_data(
+    stream: BinaryIO,
+    header: tuple[tuple[int, ...], np.dtype, bool],
+    max_bytes: int,
+    shape: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """The data after an ``.npy`` header (see :func:`read_array`)."""
+    found, dtype, fortran_order = header
     if shape is not None and found != tuple(shape):
         raise NpyError(f"holds shape {found}; expected {tuple(shape)}")
     nbytes = math.prod(found) * dtype.itemsize
     if nbytes > max_bytes:
         raise NpyError(
-            f"its header claims shape {found} of {dtype} ({nbytes:,} bytes) but at most "
-            f"{max_bytes:,} bytes of data can be there: truncated or crafted"
+            f"claims shape {found} of {dtype} ({nbytes:,} bytes) but at most "
+            f"{max_bytes:,} bytes of data are there: truncated or crafted"
         )
     data = stream.read(nbytes)
     if len(data) != nbytes:
         raise NpyError(
-            f"truncated: shape {found} of {dtype} needs {nbytes:,} bytes of data; "
-            f"the file holds {len(data):,}"
+            f"is truncated: shape {found} of {dtype} needs {nbytes:,} bytes of data; "
+            f"there are {len(data):,}"
         )
     if stream.read(1):  # in an archive, reading to the end also checks the member's CRC
         raise NpyError(f"has bytes after its data (shape {found} of {dtype}): damaged")
@@ -92,7 +103,8 @@ def read_array(
 def file_array(path: str | os.PathLike) -> np.ndarray:
     """The array in an ``.npy`` file; its header may claim no more data than the file holds."""
     with open(path, "rb") as stream:
-        return read_array(stream, os.fstat(stream.fileno()).st_size)
+        header = read_header(stream)
+        return read_data(stream, header, os.fstat(stream.fileno()).st_size - stream.tell())
 
 
 def member_array(
