@@ -209,7 +209,7 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                 "it was not loaded (pickles can run code)"
             ) from None
         raise CheckpointError(f"{path} is not a readable gpunet checkpoint: {error}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, RecursionError) as error:
+    except npyfile.ARCHIVE_ERRORS as error:
         raise CheckpointError(
             f"{path} is corrupt or truncated ({type(error).__name__}: {error}); "
             "use another checkpoint or train again"

@@ -233,7 +233,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]
             X, y = (npyfile.member_array(archive, name).astype(np.float64) for name in "Xy")
     except npyfile.NpyError as error:
         raise DataError(f"{path} is not an .npz of plain numeric arrays: it {error}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+    except npyfile.ARCHIVE_ERRORS as error:
         if isinstance(error, DataError):
             raise
         raise DataError(f"{path} is not a readable .npz archive ({error})") from None

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import math
 import os
+import struct
+import tokenize
 import zipfile
+import zlib
 from typing import BinaryIO
 
 import numpy as np
@@ -23,6 +26,9 @@ from numpy.lib import format as npy_format
 NUMERIC_KINDS = "biuf"
 MAX_HEADER_BYTES = 10_000  # np.load's own default bound on the header's size
 DEFLATE_MAX_RATIO = 1032  # deflate cannot expand its input more than this
+ARCHIVE_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError,
+                  ValueError, zlib.error, struct.error)
+"""What zipfile raises for damaged, encrypted or unsupported archives (found by fuzzing)."""
 
 
 class NpyError(ValueError):
@@ -43,7 +49,9 @@ def read_header(
             raise NpyError(f"is .npy format version {version}, which is not read; use np.save")
     except NpyError:
         raise
-    except (ValueError, EOFError, SyntaxError, TypeError) as error:
+    # NumPy parses the header as a Python literal; damage surfaces as any of these.
+    except (ValueError, EOFError, SyntaxError, TypeError, KeyError, IndexError,
+            tokenize.TokenError, RecursionError, MemoryError) as error:
         raise NpyError(f"is not an .npy array, or its header is damaged ({error})") from None
     shape, fortran_order, dtype = header
     if dtype.hasobject:
@@ -123,11 +131,14 @@ def member_array(
     except KeyError:
         raise NpyError(f"has no array {name!r}") from None
     ratio = 1 if info.compress_type == zipfile.ZIP_STORED else DEFLATE_MAX_RATIO
-    with archive.open(info) as member:
-        try:
+    try:
+        with archive.open(info) as member:
             return read_array(member, min(info.file_size, ratio * info.compress_size), shape, kinds)
-        except NpyError as error:
-            raise NpyError(f"array {name!r} {error}") from None
+    except NpyError as error:
+        raise NpyError(f"array {name!r} {error}") from None
+    except ARCHIVE_ERRORS as error:
+        raise NpyError(f"array {name!r} cannot be read ({type(error).__name__}: {error}): the "
+                       "archive is damaged") from None
 
 
 def member_names(archive: zipfile.ZipFile) -> list[str]:
