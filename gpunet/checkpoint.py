@@ -208,7 +208,9 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                 f"{path} holds pickled Python objects, which a gpunet checkpoint never does; "
                 "it was not loaded (pickles can run code)"
             ) from None
-        raise CheckpointError(f"{path} is not a readable gpunet checkpoint: {error}") from None
+        raise CheckpointError(
+            f"{path} is corrupt or truncated, or not a gpunet checkpoint: {error}"
+        ) from None
     except npyfile.ARCHIVE_ERRORS as error:
         raise CheckpointError(
             f"{path} is corrupt or truncated ({type(error).__name__}: {error}); "
