@@ -292,8 +292,9 @@ class Trainer:
             # NaN and Inf are found and reported here; NumPy's warnings would only be noise.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 loss, skipped = self._epoch(X, Y, self.config.on_divergence == "skip")
-            score = r2_score(Y_val, predict(self.params, X_val)) if X_val is not None else None
-            loss, score = _to_host(loss, score)
+                score = (r2_score(Y_val, predict(self.params, X_val))
+                         if X_val is not None else None)
+                loss, score = _to_host(loss, score)
             if not math.isfinite(loss):
                 self._restore(saved)
                 raise self._diverged(X, Y, skipped)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 import warnings
 
@@ -202,3 +203,40 @@ def test_out_of_memory_even_one_row_at_a_time_fails_clearly_and_changes_nothing(
         trainer.fit(X, y, 1)
     np.testing.assert_array_equal(trainer.flat.get(), flat)
     assert trainer.history.epochs == 1
+
+
+def test_the_estimator_keeps_its_last_good_epoch_and_can_skip(data):
+    pytest.importorskip("sklearn")
+    from gpunet import GPUNetRegressor
+
+    X, y = poisoned(data)
+    model = GPUNetRegressor(n_hidden=6, batch_size=BATCH, random_state=0, max_iter=3)
+    with pytest.raises(DivergenceError, match="epoch 1"):
+        model.fit(X, y)
+    assert not hasattr(model, "params_")  # no good epoch: not fitted
+    model = GPUNetRegressor(n_hidden=6, batch_size=BATCH, random_state=0, max_iter=3,
+                            on_divergence="skip")
+    with pytest.warns(Warning, match="maximum iterations"):
+        model.fit(X, y)
+    assert model._trainer.history.skipped_batches == 3
+    assert np.isfinite(model.predict(X)).all()
+
+
+def test_gpunet_train_stops_saves_the_last_good_model_and_says_what_to_try(tmp_path, capsys):
+    from gpunet import checkpoint
+    from gpunet.cli import main
+
+    X, y = friedman1(300, n_features=5, seed=0)
+    path = tmp_path / "d.csv"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header="a,b,c,d,e,y", comments="")
+    model = tmp_path / "m.npz"
+    status = main(["train", str(path), "--optimizer", "sgd", "--lr", "1e6", "--quiet",
+                   "--checkpoint", str(model)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "gpunet train: error: training diverged: the loss or a gradient became NaN or Inf " \
+           "at step" in err
+    assert "--on-divergence skip" in err and "lower learning rate (now 1e+06)" in err
+    saved_epoch = int(re.search(r"the last good model \(epoch (\d+)\) is in", err)[1])
+    trainer, meta = checkpoint.load(model)
+    assert meta["step"] == saved_epoch and np.isfinite(trainer.flat).all()
