@@ -454,7 +454,8 @@ TRAIN_EXAMPLES = """examples:
 Data: .csv (with a header row, or columns named 0, 1, ...), .npy (2-D; columns
 named 0, 1, ...), .parquet (needs pyarrow), or .npz holding X and y. Features
 and targets are standardised; the scaling is saved in the checkpoint.
-Ctrl-C stops after the current epoch and saves a checkpoint."""
+Ctrl-C stops after the current epoch and saves a checkpoint; with --checkpoint,
+one is also saved every --checkpoint-every epochs, so kill -9 loses at most that."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -133,7 +133,9 @@ def member_array(
     ratio = 1 if info.compress_type == zipfile.ZIP_STORED else DEFLATE_MAX_RATIO
     try:
         with archive.open(info) as member:
-            return read_array(member, min(info.file_size, ratio * info.compress_size), shape, kinds)
+            header = read_header(member, kinds)
+            room = min(info.file_size, ratio * info.compress_size) - member.tell()
+            return read_data(member, header, room, shape)
     except NpyError as error:
         raise NpyError(f"array {name!r} {error}") from None
     except ARCHIVE_ERRORS as error:
