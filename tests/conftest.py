@@ -104,6 +104,8 @@ def host_cupy(host_kernels, monkeypatch):
     caches = (backend._cupy_or_none, backend.gpu_available, kernels._cuda_kernels)
     for cache in caches:
         cache.cache_clear()
+    kernels._launched.clear()
     yield fake
     for cache in caches:
         cache.cache_clear()
+    kernels._launched.clear()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import KILL_REPORT
 
-from gpunet import Params, checkpoint, kernels
+from gpunet import Params, checkpoint
 from gpunet.checkpoint import CheckpointWriteError
 from gpunet.cli import main
 from gpunet.datasets import friedman1
@@ -195,7 +195,6 @@ def test_kernels_compile_once_when_threads_start_training_together(host_cupy, mo
     """The first uses of the kernels from eight threads at once define each kernel once and
     compile it once per dtype (the stand-in's definitions and first calls are slowed down, to
     give a race every chance)."""
-    monkeypatch.setattr(kernels, "_launched", set())
     real_kernel = host_cupy.ElementwiseKernel
     compiles = []
 
