@@ -295,28 +295,30 @@ class Trainer:
                 score = (r2_score(Y_val, predict(self.params, X_val))
                          if X_val is not None else None)
                 loss, score = _to_host(loss, score)
-            if not math.isfinite(loss):
-                self._restore(saved)
-                raise self._diverged(X, Y, skipped)
+                if not math.isfinite(loss):
+                    self._restore(saved)
+                    raise self._diverged(X, Y, skipped)
         except BaseException:
             self._restore(saved)
             raise
-        return loss, score, skipped
+        return loss, score, len(skipped)
 
     def _restore(self, saved: tuple[Any, dict[str, Any]]) -> None:
         self.flat[...] = saved[0]
         self.optimizer.load_state_dict(saved[1])
 
-    def _diverged(self, X: Any, Y: Any, skipped: int) -> DivergenceError:
-        """The error for a diverged epoch, naming its first bad step, found by replaying it."""
+    def _diverged(self, X: Any, Y: Any, skipped: list[int]) -> DivergenceError:
+        """The error for a diverged epoch; in stop mode the epoch is replayed, checking each
+        step, to name the first bad one."""
         epoch = self.history.epochs + 1
-        step = None
-        if self.config.on_divergence == "stop":
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                step = self._epoch(X, Y, check_steps=True, stop_at_bad_step=True)[1]
         batches = -(-X.shape[0] // self.batch_size(X.shape[0]))
-        where = (f"at step {step} of {batches} in epoch {epoch}" if step else
-                 f"in epoch {epoch}, with {skipped} of its {batches} steps skipped")
+        if self.config.on_divergence == "skip":
+            step, where = None, f"in epoch {epoch}, with {len(skipped)} of its {batches} steps " \
+                "skipped"
+        else:
+            bad = self._epoch(X, Y, check_steps=True)[1]
+            step = bad[0] if bad else None  # None: the update, not a step's values, overflowed
+            where = f"at step {step} of {batches} in epoch {epoch}" if step else f"in epoch {epoch}"
         return DivergenceError(
             f"training diverged: the loss or a gradient became NaN or Inf {where}; the "
             f"parameters are kept as they were after epoch {epoch - 1}. Try a lower learning "
@@ -326,24 +328,22 @@ class Trainer:
             epoch, step,
         )
 
-    def _epoch(
-        self, X: Any, Y: Any, check_steps: bool, stop_at_bad_step: bool = False
-    ) -> tuple[Any, int]:
-        """One pass over the samples in batches: the epoch's loss as a 0-d device array,
-        and the number of steps skipped.
+    def _epoch(self, X: Any, Y: Any, check_steps: bool) -> tuple[Any, list[int]]:
+        """One pass over the samples in batches: the epoch's loss as a 0-d device array, and
+        the steps skipped (1-based).
 
         Σ_B |B| J_B / m = (Σ_B |B| J(B) + α/2 Σ_B (‖W1‖² + ‖W2‖²)) / m, the squared
-        norms taken before each step, as MLPRegressor does. The sum is made NaN
-        (0 · Σθ) when the parameters are not finite at the end. ``check_steps``
-        skips steps whose loss or gradient is not finite (a sync per step); with
-        ``stop_at_bad_step`` the pass ends at the first and returns its number
-        in place of the count.
+        norms taken before each step, as MLPRegressor does; m counts the samples
+        of the steps taken. The sum is made NaN (+ 0 · Σθ) when the parameters
+        are not finite at the end. ``check_steps`` skips steps whose loss or
+        gradient is not finite, at the cost of a sync per step.
         """
         xp, alpha = self.params.xp, self.config.alpha
         batch = self.batch_size(X.shape[0])
         total = xp.zeros((), dtype=self.params.dtype)
         squares = xp.zeros((), dtype=self.params.dtype)
-        skipped = kept = step = 0
+        skipped: list[int] = []
+        kept = step = 0
         for X_block, Y_block in self._blocks(X, Y, batch):
             for start in range(0, X_block.shape[0], batch):
                 X_batch, Y_batch = X_block[start : start + batch], Y_block[start : start + batch]
@@ -355,9 +355,7 @@ class Trainer:
                 if check_steps and not bool(
                     xp.isfinite(loss) & xp.isfinite(self.flat_grads).all()
                 ):
-                    if stop_at_bad_step:
-                        return total, step
-                    skipped += 1
+                    skipped.append(step)
                     continue
                 size = X_batch.shape[0]
                 kept += size
@@ -366,8 +364,6 @@ class Trainer:
                     squares += xp.vdot(self.weights, self.weights)
                     self.weight_grads += (alpha / size) * self.weights
                 self.optimizer.step([self.flat], [self.flat_grads])
-        if stop_at_bad_step:
-            return total, step  # the parameters went bad at the last step
         if kept == 0:
             return xp.full((), math.nan, dtype=self.params.dtype), skipped
         return (total + 0.5 * alpha * squares) / kept + 0 * self.flat.sum(), skipped
