@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from gpunet import npyfile
 from gpunet.backend import to_backend, to_numpy
 from gpunet.model import PARAM_NAMES, Params
 from gpunet.train import History, TrainConfig, Trainer
@@ -40,6 +41,10 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A file that is not a gpunet checkpoint, or a corrupt, truncated or mismatched one."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, no permission); the old one is intact."""
 
 
 def save(path: str | os.PathLike, trainer: Trainer, extra: dict[str, Any] | None = None) -> None:
@@ -108,9 +113,19 @@ def load(path: str | os.PathLike, backend: str | None = None) -> tuple[Trainer, 
 
 
 def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write to a temporary file of a unique name beside ``path``, fsync, rename over ``path``.
+
+    A reader, or a process killed at any moment, sees the old file or the new
+    one, never a mix: os.replace is atomic, and two writers of one path each
+    have their own temporary file. When writing fails (ENOSPC: a full disk),
+    the temporary file is removed and the old file is left as it was.
+    """
     folder = path.parent if str(path.parent) else Path(".")
-    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False)
+    try:
+        handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.",
+                                             suffix=".tmp", delete=False)
+    except OSError as error:
+        raise _write_error(path, error) from None
     try:
         with handle:
             np.savez(handle, **arrays)
@@ -118,10 +133,21 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
             os.fsync(handle.fileno())
         os.chmod(handle.name, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
         os.replace(handle.name, path)
-    except BaseException:
+    except BaseException as error:
         Path(handle.name).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _write_error(path, error) from None
         raise
     _fsync_folder(folder)
+
+
+def _write_error(path: Path, error: OSError) -> CheckpointWriteError:
+    kept = ("the previous checkpoint there is intact" if path.exists()
+            else "no checkpoint was written")
+    return CheckpointWriteError(
+        error.errno, f"could not write the checkpoint {path} ({error.strerror or error}); "
+        f"{kept}: free some space or choose another path"
+    )
 
 
 def _umask() -> int:
@@ -145,7 +171,12 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The arrays and metadata of a checkpoint, checked against each other."""
+    """The arrays and metadata of a checkpoint, checked against each other.
+
+    The metadata is read and checked first (the format, and shapes that fit
+    one network); then each array's header is checked against it before its
+    data is read (gpunet.npyfile), so a crafted file allocates nothing.
+    """
     try:
         with open(path, "rb") as file:
             if not zipfile.is_zipfile(file):
@@ -154,35 +185,51 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                     "or one that was truncated"
                 )
             file.seek(0)
-            with np.load(file, allow_pickle=False) as archive:
-                if "meta" not in archive.files:
+            with zipfile.ZipFile(file) as archive:
+                names = npyfile.member_names(archive)
+                if "meta" not in names:
                     raise CheckpointError(
                         f"{path} is not a gpunet checkpoint: it has no 'meta' entry "
-                        f"(entries: {', '.join(archive.files[:8]) or 'none'})"
+                        f"(entries: {', '.join(names[:8]) or 'none'})"
                     )
-                meta = json.loads(str(archive["meta"][()]))
-                arrays = {key: archive[key] for key in archive.files if key != "meta"}
+                meta = json.loads(str(npyfile.member_array(archive, "meta", (), kinds="U")[()]))
+                shapes = _checked_meta(path, meta, set(names) - {"meta"})
+                arrays = {
+                    key: npyfile.member_array(archive, key, shape)
+                    for key, shape in shapes.items()
+                }
     except CheckpointError:
         raise
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except ValueError as error:
-        if "allow_pickle" in str(error):
+    except npyfile.NpyError as error:
+        if "pickled" in str(error):
             raise CheckpointError(
                 f"{path} holds pickled Python objects, which a gpunet checkpoint never does; "
                 "it was not loaded (pickles can run code)"
             ) from None
-        raise CheckpointError(f"{path} is not a readable gpunet checkpoint: {error}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, UnicodeDecodeError) as error:
+        raise CheckpointError(
+            f"{path} is corrupt or truncated, or not a gpunet checkpoint: {error}"
+        ) from None
+    except npyfile.ARCHIVE_ERRORS as error:
         raise CheckpointError(
             f"{path} is corrupt or truncated ({type(error).__name__}: {error}); "
             "use another checkpoint or train again"
         ) from None
-    _check(path, arrays, meta)
+    dtypes = {str(a.dtype) for a in arrays.values()}
+    if dtypes != {meta["dtype"]}:
+        raise CheckpointError(
+            f"{path}: the arrays are {sorted(dtypes)} but the metadata says {meta['dtype']}"
+        )
     return arrays, meta
 
 
-def _check(path: Path, arrays: dict[str, np.ndarray], meta: Any) -> None:
+def _checked_meta(path: Path, meta: Any, names: set[str]) -> dict[str, tuple[int, ...]]:
+    """The arrays' shapes from the metadata, once they are known to describe one network.
+
+    W1 (n, d), b1 (n,), W2 (p, n), b2 (p,) under params/, and best/, latest/
+    alike; each optimizer moment is flat, n(d + p) + n + p long.
+    """
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gpunet checkpoint (no '{FORMAT}' marker)")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -193,14 +240,31 @@ def _check(path: Path, arrays: dict[str, np.ndarray], meta: Any) -> None:
     missing = {"config", "history", "optimizer", "shapes", "dtype"} - set(meta)
     if missing:
         raise CheckpointError(f"{path}: the metadata lacks {', '.join(sorted(missing))}")
-    expected = {key: tuple(shape) for key, shape in meta["shapes"].items()}
-    found = {key: a.shape for key, a in arrays.items()}
-    if expected != found:
-        raise CheckpointError(f"{path}: the arrays {found} do not match the metadata {expected}")
-    if any(f"params/{name}" not in arrays for name in PARAM_NAMES):
-        raise CheckpointError(f"{path} holds no parameters (params/w1 ... params/b2)")
-    dtypes = {str(a.dtype) for a in arrays.values()}
-    if dtypes != {meta["dtype"]}:
+    shapes = meta["shapes"]
+    if not isinstance(shapes, dict) or not all(
+        isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)
+        for shape in shapes.values()
+    ):
+        raise CheckpointError(f"{path}: the metadata's shapes are not lists of sizes: {shapes}")
+    shapes = {key: tuple(shape) for key, shape in shapes.items()}
+    if set(shapes) != names:
         raise CheckpointError(
-            f"{path}: the arrays are {sorted(dtypes)} but the metadata says {meta['dtype']}"
+            f"{path}: the arrays {sorted(names)} do not match the metadata {sorted(shapes)}"
         )
+    if any(f"params/{name}" not in shapes for name in PARAM_NAMES):
+        raise CheckpointError(f"{path} holds no parameters (params/w1 ... params/b2)")
+    w1, w2 = shapes["params/w1"], shapes["params/w2"]
+    if len(w1) != 2 or len(w2) != 2:
+        raise CheckpointError(f"{path}: W1 and W2 must be 2-D; the metadata says {w1}, {w2}")
+    (n, d), p = w1, w2[0]
+    expected = {"w1": (n, d), "b1": (n,), "w2": (p, n), "b2": (p,)}
+    size = n * (d + p) + n + p
+    for key, shape in shapes.items():
+        prefix, _, name = key.partition("/")
+        want = (size,) if prefix == "optimizer" else expected.get(name)
+        if prefix not in ("params", "best", "latest", "optimizer") or shape != want:
+            raise CheckpointError(
+                f"{path}: the metadata gives {key} shape {shape}; a {d}-{n}-{p} network "
+                f"needs {want}"
+            )
+    return shapes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -17,9 +18,11 @@ import numpy as np
 from gpunet import backend, checkpoint
 from gpunet.datafiles import (
     BUILTIN,
+    Data,
     DataError,
     Scaling,
     available_builtin,
+    finite_rows,
     load_xy,
     read_table,
     select_features,
@@ -30,7 +33,7 @@ from gpunet.gradcheck import gradient_errors
 from gpunet.metrics import mean_squared_error, r2_score
 from gpunet.model import Params, loss, predict
 from gpunet.progress import Progress
-from gpunet.train import EpochReport, TrainConfig, Trainer
+from gpunet.train import DIVERGENCE_POLICIES, DivergenceError, EpochReport, TrainConfig, Trainer
 
 EXIT_INTERRUPTED = 130
 # gpunet train's settings and defaults; a resumed run takes them from its checkpoint.
@@ -103,8 +106,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def train_one(source: str, args: argparse.Namespace) -> int:
     """Train on one data set; 0, or EXIT_INTERRUPTED after Ctrl-C."""
-    X, Y, features, targets = load_xy(source, args.target)
+    data = load_xy(source, args.target, drop_nan=args.drop_nan)
+    X, Y, features, targets = data
     name = Path(source).stem if Path(source).suffix else source
+    if data.dropped:
+        print(f"dropped {data.dropped} of {data.dropped + len(X)} rows holding NaN or Inf")
     if args.resume:
         trainer, settings, scalings = _resumed(args, features, targets)
         train_rows, val_rows = _split(len(X), settings["validation_fraction"], settings["seed"])
@@ -114,30 +120,69 @@ def train_one(source: str, args: argparse.Namespace) -> int:
         scalings = Scaling.fit(X[train_rows]), Scaling.fit(Y[train_rows])
         trainer = _new_trainer(settings, X.shape[1], Y.shape[1], args.backend,
                                early_stopping=args.early_stopping and len(val_rows) > 1)
+    if args.on_divergence:
+        trainer.config = dataclasses.replace(trainer.config, on_divergence=args.on_divergence)
     train = _on_device(trainer.params, X, Y, train_rows, scalings)
     val = _on_device(trainer.params, X, Y, val_rows, scalings)
     _describe(name, trainer, len(train_rows), len(val_rows), features, targets)
 
+    extra = {"data": str(source), "features": features, "targets": targets,
+             "settings": settings, "x_scaling": scalings[0].to_dict(),
+             "y_scaling": scalings[1].to_dict()}
+    saver = Checkpointer(args.checkpoint, trainer, extra, args.checkpoint_every)
     first_epoch = trainer.history.epochs + 1
-    reason, seconds, validation_curve = _run(trainer, train, val, args)
+    try:
+        reason, seconds, validation_curve = _run(trainer, train, val, args, saver)
+    except DivergenceError:
+        if saver.path:
+            saver.save()
+            print(f"the last good model (epoch {trainer.history.epochs}) is in {saver.path}",
+                  file=sys.stderr)
+        raise
     interrupted = reason == "callback"
-    path = args.checkpoint or (f"gpunet-{name}.npz" if interrupted else None)
-    if path:
-        extra = {"data": str(source), "features": features, "targets": targets,
-                 "settings": settings, "x_scaling": scalings[0].to_dict(),
-                 "y_scaling": scalings[1].to_dict()}
-        checkpoint.save(path, trainer, extra)
+    if interrupted and not saver.path:
+        saver.path = f"gpunet-{name}.npz"
+    if saver.path:
+        saver.save()
     _summarise(trainer, reason, seconds, first_epoch, train, val)
     if args.plot:
         _plot(args.plot, trainer.history.loss_curve, validation_curve, first_epoch, name)
         print(f"loss curve written to {args.plot}")
-    if path:
-        print(f"checkpoint written to {path}")
+    if saver.path:
+        print(f"checkpoint written to {saver.path}")
     if interrupted:
         print(f"interrupted after epoch {trainer.history.epochs}; continue with: "
-              f"gpunet train {source} --resume {path}", file=sys.stderr)
+              f"gpunet train {source} --resume {saver.path}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+class Checkpointer:
+    """Saves a trainer to ``path``: at the end, and every ``every`` epochs while it trains.
+
+    A periodic save that fails (a full disk) is reported and training goes
+    on, since the previous checkpoint is intact and the next save may work;
+    a final save that fails is an error.
+    """
+
+    def __init__(self, path: str | None, trainer: Trainer, extra: dict[str, Any],
+                 every: int) -> None:
+        self.path, self.trainer, self.extra, self.every = path, trainer, extra, every
+        self.saved_epoch: int | None = None
+
+    def save(self) -> None:
+        checkpoint.save(self.path, self.trainer, self.extra)
+        self.saved_epoch = self.trainer.history.epochs
+
+    def after_epoch(self, epochs_run: int) -> None:
+        if not self.path or epochs_run % self.every:
+            return
+        try:
+            self.save()
+        except checkpoint.CheckpointWriteError as error:
+            last = f"epoch {self.saved_epoch}" if self.saved_epoch is not None else "none yet"
+            print(f"warning: epoch {self.trainer.history.epochs}: {error} (last saved: {last}); "
+                  "training goes on and saves again later", file=sys.stderr, flush=True)
 
 
 def _given(args: argparse.Namespace, key: str) -> Any:
@@ -201,8 +246,9 @@ def _on_device(params: Params, X: np.ndarray, Y: np.ndarray, rows: np.ndarray,
 
 
 def _run(trainer: Trainer, train: tuple[Any, Any], val: tuple[Any, Any],
-         args: argparse.Namespace) -> tuple[str, float, list[float | None]]:
-    """Train with progress shown; why it ended, the seconds taken, the validation losses."""
+         args: argparse.Namespace, saver: Checkpointer) -> tuple[str, float, list[float | None]]:
+    """Train with progress shown and checkpoints saved; why it ended, the seconds taken,
+    the validation losses."""
     params, first_epoch = trainer.params, trainer.history.epochs + 1
     progress = Progress(args.epochs, quiet=args.quiet)
     validation_curve: list[float | None] = []
@@ -211,6 +257,7 @@ def _run(trainer: Trainer, train: tuple[Any, Any], val: tuple[Any, Any],
         def on_epoch(report: EpochReport) -> bool:
             value = float(loss(params, *val, check_finite=False)) if len(val[0]) else None
             validation_curve.append(value)
+            saver.after_epoch(report.epoch - first_epoch + 1)
             progress.update(report, value, first_epoch)
             return interrupt.requested
 
@@ -325,8 +372,11 @@ def _features_and_targets(source: str, extra: dict[str, Any],
     if not set(extra["targets"]) <= set(names):
         if need_targets:
             raise DataError(f"{source} lacks the target column(s) {extra['targets']}")
+        finite_rows(Data(X, X[:, :0], extra["features"], []), source, drop=False)
         return X, None
-    return X, table[:, [names.index(t) for t in extra["targets"]]]
+    Y = table[:, [names.index(t) for t in extra["targets"]]]
+    finite_rows(Data(X, Y, extra["features"], extra["targets"]), source, drop=False)
+    return X, Y
 
 
 def _predict(params: Params, extra: dict[str, Any], X: np.ndarray) -> np.ndarray:
@@ -404,7 +454,8 @@ TRAIN_EXAMPLES = """examples:
 Data: .csv (with a header row, or columns named 0, 1, ...), .npy (2-D; columns
 named 0, 1, ...), .parquet (needs pyarrow), or .npz holding X and y. Features
 and targets are standardised; the scaling is saved in the checkpoint.
-Ctrl-C stops after the current epoch and saves a checkpoint."""
+Ctrl-C stops after the current epoch and saves a checkpoint; with --checkpoint,
+one is also saved every --checkpoint-every epochs, so kill -9 loses at most that."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,7 +496,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dtype", choices=["float32", "float64"], help="(default: float64)")
     train.add_argument("--seed", type=int, help="seed for weights, split and shuffling (0)")
     train.add_argument("--checkpoint", metavar="PATH", help="save the model here (.npz)")
+    train.add_argument("--checkpoint-every", type=_positive_int, default=10, metavar="EPOCHS",
+                       help="with --checkpoint, also save every this many epochs, so a killed "
+                       "run loses at most that much work (default: 10)")
     train.add_argument("--resume", metavar="PATH", help="continue from this checkpoint")
+    train.add_argument("--on-divergence", choices=DIVERGENCE_POLICIES,
+                       help="when a loss or gradient turns NaN or Inf: stop, keeping the last "
+                       "good epoch's model (default), or skip those steps and count them")
+    train.add_argument("--drop-nan", action="store_true",
+                       help="drop data rows holding NaN, Inf or empty cells (and say how many) "
+                       "instead of stopping at the first")
     train.add_argument("--plot", metavar="PNG", help="write the loss curve here (matplotlib)")
     train.add_argument("--quiet", action="store_true", help="no progress, only the results")
     train.set_defaults(run=cmd_train)

@@ -27,7 +27,7 @@ except ImportError as error:  # pragma: no cover - exercised only without scikit
 from gpunet.backend import backend_of, is_cupy_array, to_backend, to_numpy
 from gpunet.metrics import r2_score
 from gpunet.model import Params, predict
-from gpunet.train import EpochReport, TrainConfig, Trainer
+from gpunet.train import DivergenceError, EpochReport, TrainConfig, Trainer
 from gpunet.validation import FLOAT_DTYPES, check_float_dtype
 
 
@@ -43,7 +43,10 @@ class GPUNetRegressor(RegressorMixin, BaseEstimator):
     for wherever X is. Predictions come back on X's backend: CuPy in, CuPy out.
     dtype: float32 or float64; None keeps X's float dtype (float64 otherwise).
     callback: called with a gpunet.train.EpochReport after each epoch; a
-    truthy return stops training.
+    truthy return stops training. on_divergence: "stop" raises
+    gpunet.train.DivergenceError when the loss or a gradient turns NaN or Inf,
+    keeping the last good epoch's model (fitted, if one epoch was); "skip"
+    leaves out such steps (see gpunet.train).
 
     Fitted attributes, as MLPRegressor's: coefs_ ([W1ᵀ (d, n), W2ᵀ (n, p)]),
     intercepts_ ([b1, b2]), loss_, loss_curve_, best_loss_ (None with early
@@ -80,6 +83,7 @@ class GPUNetRegressor(RegressorMixin, BaseEstimator):
         backend: str | None = None,
         dtype: Any = None,
         callback: Callable[[EpochReport], Any] | None = None,
+        on_divergence: str = "stop",
     ) -> None:
         self.n_hidden = n_hidden
         self.solver = solver
@@ -105,6 +109,7 @@ class GPUNetRegressor(RegressorMixin, BaseEstimator):
         self.backend = backend
         self.dtype = dtype
         self.callback = callback
+        self.on_divergence = on_divergence
 
     def fit(self, X: Any, y: Any) -> GPUNetRegressor:
         """Train on X (m, d) and y (m,) or (m, p) for up to ``max_iter`` epochs.
@@ -169,7 +174,13 @@ class GPUNetRegressor(RegressorMixin, BaseEstimator):
             trainer = Trainer(self.params_, self._config(), old.history, old.best_params)
         self._warn_if_batch_is_clipped(X.shape[0])
         epochs_before = trainer.history.epochs
-        reason = trainer.fit(X, Y, 1 if incremental else self.max_iter, self._epoch_callback())
+        try:
+            reason = trainer.fit(X, Y, 1 if incremental else self.max_iter,
+                                 self._epoch_callback())
+        except DivergenceError:
+            if trainer.history.epochs:  # the model is the last good epoch's
+                self._publish(trainer, trainer.history.epochs - epochs_before)
+            raise
         if reason == "max_iter" and not incremental:
             warnings.warn(
                 f"GPUNetRegressor: maximum iterations ({self.max_iter}) reached and the "
@@ -199,6 +210,7 @@ class GPUNetRegressor(RegressorMixin, BaseEstimator):
             validation_fraction=self.validation_fraction,
             shuffle=self.shuffle,
             seed=self._seed,
+            on_divergence=self.on_divergence,
         )
 
     def _validated(self, X: Any, y: Any, reset: bool) -> tuple[Any, Any]:

@@ -25,9 +25,12 @@ from typing import Any
 
 from threadpoolctl import ThreadpoolController
 
+from gpunet.backend import cpu_lanes
 from gpunet.kernels import sigmoid_delta, sigmoid_grad
+from gpunet.memory import retry_smaller
 from gpunet.model import (
     DEFAULT_WORK_BYTES,
+    WORK_BUFFERS,
     Params,
     check_data,
     hidden_layer,
@@ -130,7 +133,9 @@ def loss_and_grad(
 
     The samples are taken in chunks whose (rows, n) buffers fit in
     ``max_work_bytes`` (and, on the CPU, in cache), allocated once and reused,
-    so memory does not grow with m. On the CPU each core sums every
+    so memory does not grow with m. Out of memory, the pass is retried with
+    half the budget until it fits (gpunet.memory, said once as a
+    MemoryWarning). On the CPU each core sums every
     lanes-th chunk and the partial sums are added in lane order, so a result
     is the same from run to run on one machine; it equals the one-shot
     result within rounding. ``check_finite`` rejects NaN and Inf in X and y
@@ -146,14 +151,50 @@ def loss_and_grad(
     NumPy model on the CPU); "auto" takes "gemm" everywhere for now, since the
     fused kernel has not yet been timed on a GPU against it.
     """
+    result, _ = loss_and_grad_fitted(
+        params, X, y, max_work_bytes=max_work_bytes, check_finite=check_finite, out=out, path=path
+    )
+    return result
+
+
+def loss_and_grad_fitted(
+    params: Params,
+    X: Any,
+    y: Any,
+    *,
+    max_work_bytes: int = DEFAULT_WORK_BYTES,
+    check_finite: bool = True,
+    out: Params | None = None,
+    path: str = "auto",
+) -> tuple[tuple[Any, Params], int]:
+    """:func:`loss_and_grad`, and the ``max_work_bytes`` it fitted in.
+
+    The budget is smaller than asked after running out of memory; a training
+    loop passes it to the next step, so it runs out once, not at every step.
+    """
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}; got {path!r}")
     X, Y = check_data(params, X, y)
     if path == "fused":
         from gpunet import fused
 
-        return fused.loss_and_grad(params, X, Y, check_finite=check_finite, out=out)
-    return gradient_sums(params, X, Y, max_work_bytes, check_finite, out).result()
+        result = fused.loss_and_grad(params, X, Y, check_finite=check_finite, out=out)
+        return result, max_work_bytes
+    m = X.shape[0]
+
+    def run(budget: int) -> tuple[Any, Params]:
+        return gradient_sums(params, X, Y, budget, check_finite, out).result()
+
+    def describe(budget: int) -> str:
+        rows, _ = plan_chunks(params, m, budget)
+        return (
+            f"the gradient of {m:,} samples x {params.n_hidden:,} hidden units "
+            f"({params.dtype}) in chunks of {rows:,} samples (max_work_bytes={budget:,})"
+        )
+
+    lanes = cpu_lanes() if params.backend == "numpy" else 1
+    smallest = WORK_BUFFERS * params.n_hidden * params.dtype.itemsize * lanes  # one row a lane
+    return retry_smaller(run, params.xp, max_work_bytes, smallest, describe)
 
 
 def gradient_sums(

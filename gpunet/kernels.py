@@ -12,6 +12,7 @@ so the gradient can reuse its (m, n) buffers.
 from __future__ import annotations
 
 import functools
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,13 @@ def kernel_dir() -> Path:
 def kernel_source(name: str = HEADER) -> str:
     """The text of one CUDA source file from :func:`kernel_dir`."""
     return (kernel_dir() / name).read_text(encoding="utf-8")
+
+
+# functools.cache holds no lock while its function runs, and CuPy compiles a
+# kernel on its first launch for each dtype: threads that start training at
+# once would each define and compile the kernels. First uses take this lock.
+_FIRST_USE = threading.Lock()
+_launched: set[tuple[str, str]] = set()
 
 
 @functools.cache
@@ -124,8 +132,19 @@ def sigmoid_delta(upstream: Any, hidden: Any, out: Any = None) -> Any:
 
 
 def _launch(name: str, *inputs: Any, out: Any) -> Any:
-    """Run one CuPy kernel; CuPy allocates the output unless one is given."""
-    return _cuda_kernels()[name](*inputs, *(() if out is None else (out,)))
+    """Run one CuPy kernel; CuPy allocates the output unless one is given.
+
+    The first launch of each kernel for each dtype (which defines and compiles
+    it) happens under a lock, so that kernels compile once whatever the threads.
+    """
+    arguments = (*inputs, *(() if out is None else (out,)))
+    key = (name, str(inputs[0].dtype))
+    if key in _launched:
+        return _cuda_kernels()[name](*arguments)
+    with _FIRST_USE:
+        result = _cuda_kernels()[name](*arguments)
+        _launched.add(key)
+    return result
 
 
 def _one_over_one_plus_exp(e: np.ndarray) -> np.ndarray:

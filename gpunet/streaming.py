@@ -2,8 +2,8 @@
 
 A source is an iterable of (X_chunk (c, d), Y_chunk (c,) or (c, p)) NumPy
 arrays that can be iterated again for each pass: :class:`ArraySource` over
-anything with a shape and row slicing (a .npy file opened with
-``np.load(path, mmap_mode="r")``, an HDF5 dataset, a Zarr array) and
+anything with a shape and row slicing (a read-only memmap of an .npy
+file, an HDF5 dataset, a Zarr array) and
 :class:`ParquetSource` over a Parquet file's row groups.
 
 The gradient is the same sum as in memory: each chunk adds its terms to a
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from gpunet import grad, validation
+from gpunet import grad, npyfile, validation
 from gpunet.grad import GradientSums, gradient_sums
 from gpunet.model import DEFAULT_WORK_BYTES, Params, check_data
 from gpunet.optim import Optimizer
@@ -65,7 +65,7 @@ class ArraySource:
         cls, x_path: str | Path, y_path: str | Path, rows: int | None = None
     ) -> ArraySource:
         """X and y from two .npy files, opened as read-only memmaps."""
-        return cls(np.load(x_path, mmap_mode="r"), np.load(y_path, mmap_mode="r"), rows)
+        return cls(npyfile.file_memmap(x_path), npyfile.file_memmap(y_path), rows)
 
     @classmethod
     def from_hdf5(

@@ -15,6 +15,17 @@ adaptive schedule, divides its learning rate by 5.
 The order of each epoch's samples is drawn on the host from (seed, epoch), so
 a run is repeatable, resuming at epoch k continues exactly, and NumPy and
 CuPy see the same batches.
+
+Divergence (a loss or gradient that turns NaN or Inf) is found without a sync
+per step: the epoch's loss is read anyway, and it is made NaN when any step's
+loss was, or when the parameters are not finite at the epoch's end (a bad
+gradient makes them so at once). Each epoch starts from a device copy of the
+parameters and the optimizer's state; a diverged epoch, or one interrupted
+by any error, puts them back, so the model keeps the last good epoch. Only
+then, on the failure path, is the epoch replayed step by step to name the
+first bad step in the error. ``on_divergence="skip"`` instead checks every
+step on the host (one sync per step, the price of deciding before the update)
+and skips steps whose loss or gradient is not finite, counting them.
 """
 
 from __future__ import annotations
@@ -27,12 +38,25 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import validation
+from gpunet import model, validation
 from gpunet.backend import get_namespace, to_numpy
-from gpunet.grad import loss_and_grad
+from gpunet.grad import loss_and_grad_fitted
 from gpunet.metrics import r2_score
 from gpunet.model import DEFAULT_WORK_BYTES, Params, predict
 from gpunet.optim import Arrays, Optimizer, make_optimizer
+
+DIVERGENCE_POLICIES = ("stop", "skip")
+
+
+class DivergenceError(RuntimeError):
+    """The loss or a gradient became NaN or Inf; the model holds the last good epoch's parameters.
+
+    ``epoch`` is the epoch that diverged, ``step`` its first bad step (1-based).
+    """
+
+    def __init__(self, message: str, epoch: int, step: int | None) -> None:
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +71,9 @@ class TrainConfig:
     n_iter_no_change: see the module. early_stopping: hold out
     ``validation_fraction`` of the samples, stop on their R², and end with the
     best weights seen. shuffle: a new sample order each epoch. seed: the split
-    and the orders are drawn from it.
+    and the orders are drawn from it. on_divergence: "stop" (raise
+    DivergenceError, keeping the last good epoch) or "skip" (leave out steps
+    whose loss or gradient is NaN or Inf, counted in History.skipped_batches).
     """
 
     solver: str = "adam"
@@ -67,12 +93,15 @@ class TrainConfig:
     validation_fraction: float = 0.1
     shuffle: bool = True
     seed: int = 0
+    on_divergence: str = "stop"
 
     def __post_init__(self) -> None:
         size = self.batch_size
         if size != "auto" and (isinstance(size, (bool, str)) or not size >= 1):
             raise ValueError(f"batch_size must be a positive integer or 'auto'; got {size!r}")
         rules = (
+            ("on_divergence", self.on_divergence in DIVERGENCE_POLICIES,
+             f"one of {DIVERGENCE_POLICIES}"),
             ("alpha", self.alpha >= 0, "non-negative"),
             ("tol", self.tol >= 0, "non-negative"),
             ("n_iter_no_change", self.n_iter_no_change >= 1, "at least 1"),
@@ -110,6 +139,7 @@ class History:
     best_loss: float = math.inf
     best_validation_score: float = -math.inf
     no_improvement_count: int = 0
+    skipped_batches: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +188,8 @@ class Trainer:
         self.params = params
         self._pack()
         self.optimizer = self.config.make_optimizer([self.flat])
+        # The gradient's work budget, halved for good after running out of memory.
+        self.max_work_bytes = model.DEFAULT_WORK_BYTES
 
     def _pack(self) -> None:
         views, self.flat = packed(self.params)
@@ -204,10 +236,8 @@ class Trainer:
         reason = "max_iter"
         for _ in range(max_iter):
             start = time.perf_counter()
-            loss = self._epoch(X, Y)
-            score = r2_score(Y_val, predict(self.params, X_val)) if X_val is not None else None
-            loss, score = _to_host(loss, score)
-            converged = self._record(loss, score, X.shape[0])
+            loss, score, skipped = self._good_epoch(X, Y, X_val, Y_val)
+            converged = self._record(loss, score, X.shape[0], skipped)
             report = EpochReport(
                 self.history.epochs, loss, score, self.optimizer.learning_rate,
                 X.shape[0], time.perf_counter() - start,
@@ -249,29 +279,94 @@ class Trainer:
         train, held = order[n_val:], order[:n_val]
         return X[train], Y[train], X[held], Y[held]
 
-    def _epoch(self, X: Any, Y: Any) -> Any:
-        """One pass over the samples in batches; the epoch's loss as a 0-d device array.
+    def _good_epoch(
+        self, X: Any, Y: Any, X_val: Any, Y_val: Any
+    ) -> tuple[float, float | None, int]:
+        """One epoch that did not diverge: (loss, validation R² or None, steps skipped).
+
+        On any error, the parameters and the optimizer go back to where the
+        epoch started; see the module for how divergence is found.
+        """
+        saved = self.flat.copy(), _copied(self.optimizer.state_dict())
+        try:
+            # NaN and Inf are found and reported here; NumPy's warnings would only be noise.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                loss, skipped = self._epoch(X, Y, self.config.on_divergence == "skip")
+                score = (r2_score(Y_val, predict(self.params, X_val))
+                         if X_val is not None else None)
+                loss, score = _to_host(loss, score)
+                if not math.isfinite(loss):
+                    self._restore(saved)
+                    raise self._diverged(X, Y, skipped)
+        except BaseException:
+            self._restore(saved)
+            raise
+        return loss, score, len(skipped)
+
+    def _restore(self, saved: tuple[Any, dict[str, Any]]) -> None:
+        self.flat[...] = saved[0]
+        self.optimizer.load_state_dict(saved[1])
+
+    def _diverged(self, X: Any, Y: Any, skipped: list[int]) -> DivergenceError:
+        """The error for a diverged epoch; in stop mode the epoch is replayed, checking each
+        step, to name the first bad one."""
+        epoch = self.history.epochs + 1
+        batches = -(-X.shape[0] // self.batch_size(X.shape[0]))
+        if self.config.on_divergence == "skip":
+            step, where = None, f"in epoch {epoch}, with {len(skipped)} of its {batches} steps " \
+                "skipped"
+        else:
+            bad = self._epoch(X, Y, check_steps=True)[1]
+            step = bad[0] if bad else None  # None: the update, not a step's values, overflowed
+            where = f"at step {step} of {batches} in epoch {epoch}" if step else f"in epoch {epoch}"
+        return DivergenceError(
+            f"training diverged: the loss or a gradient became NaN or Inf {where}; the "
+            f"parameters are kept as they were after epoch {epoch - 1}. Try a lower learning "
+            f"rate (now {self.config.learning_rate_init:g}), inputs and targets standardised "
+            "to mean 0 and variance 1, or skipping such steps (on_divergence='skip'; "
+            "gpunet train --on-divergence skip)",
+            epoch, step,
+        )
+
+    def _epoch(self, X: Any, Y: Any, check_steps: bool) -> tuple[Any, list[int]]:
+        """One pass over the samples in batches: the epoch's loss as a 0-d device array, and
+        the steps skipped (1-based).
 
         Σ_B |B| J_B / m = (Σ_B |B| J(B) + α/2 Σ_B (‖W1‖² + ‖W2‖²)) / m, the squared
-        norms taken before each step, as MLPRegressor does.
+        norms taken before each step, as MLPRegressor does; m counts the samples
+        of the steps taken. The sum is made NaN (+ 0 · Σθ) when the parameters
+        are not finite at the end. ``check_steps`` skips steps whose loss or
+        gradient is not finite, at the cost of a sync per step.
         """
         xp, alpha = self.params.xp, self.config.alpha
         batch = self.batch_size(X.shape[0])
         total = xp.zeros((), dtype=self.params.dtype)
         squares = xp.zeros((), dtype=self.params.dtype)
+        skipped: list[int] = []
+        kept = step = 0
         for X_block, Y_block in self._blocks(X, Y, batch):
             for start in range(0, X_block.shape[0], batch):
                 X_batch, Y_batch = X_block[start : start + batch], Y_block[start : start + batch]
-                loss, _ = loss_and_grad(
-                    self.params, X_batch, Y_batch, check_finite=False, out=self.grads
+                step += 1
+                (loss, _), self.max_work_bytes = loss_and_grad_fitted(
+                    self.params, X_batch, Y_batch, max_work_bytes=self.max_work_bytes,
+                    check_finite=False, out=self.grads,
                 )
+                if check_steps and not bool(
+                    xp.isfinite(loss) & xp.isfinite(self.flat_grads).all()
+                ):
+                    skipped.append(step)
+                    continue
                 size = X_batch.shape[0]
+                kept += size
                 total += loss * size
                 if alpha:
                     squares += xp.vdot(self.weights, self.weights)
                     self.weight_grads += (alpha / size) * self.weights
                 self.optimizer.step([self.flat], [self.flat_grads])
-        return (total + 0.5 * alpha * squares) / X.shape[0]
+        if kept == 0:
+            return xp.full((), math.nan, dtype=self.params.dtype), skipped
+        return (total + 0.5 * alpha * squares) / kept + 0 * self.flat.sum(), skipped
 
     def _blocks(self, X: Any, Y: Any, batch: int) -> Iterator[tuple[Any, Any]]:
         """X and Y in this epoch's order, a block of whole batches at a time.
@@ -292,10 +387,11 @@ class Trainer:
             chosen = order[start : start + rows]
             yield X[chosen], Y[chosen]
 
-    def _record(self, loss: float, score: float | None, n_samples: int) -> bool:
+    def _record(self, loss: float, score: float | None, n_samples: int, skipped: int) -> bool:
         """Book-keep one epoch as MLPRegressor does; True when training should stop."""
         history, tol = self.history, self.config.tol
         history.epochs += 1
+        history.skipped_batches += skipped
         history.samples_seen += n_samples
         history.loss_curve.append(loss)
         if score is None:
@@ -332,6 +428,12 @@ def _assign(target: Params, source: Params) -> None:
     """Copy ``source``'s values into ``target``'s arrays, in place."""
     for into, values in zip(target, source, strict=True):
         into[...] = values
+
+
+def _copied(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state with its arrays copied, so later steps do not change it."""
+    return {key: value.copy() if hasattr(value, "shape") else value
+            for key, value in state.items()}
 
 
 def _to_host(loss: Any, score: Any) -> tuple[float, float | None]:

@@ -18,6 +18,15 @@ KERNELS = ROOT / "kernels"
 HARNESS = Path(__file__).resolve().parent / "kernel_harness.cu"
 
 
+KILL_REPORT: list[str] = []
+"""Lines the fault tests append, printed in the run's summary (tests/test_faults.py)."""
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in KILL_REPORT:
+        terminalreporter.write_line(f"kill-at-random-points: {line}")
+
+
 def _no_gpu_reason() -> str | None:
     if backend.gpu_available():
         return None
@@ -95,6 +104,8 @@ def host_cupy(host_kernels, monkeypatch):
     caches = (backend._cupy_or_none, backend.gpu_available, kernels._cuda_kernels)
     for cache in caches:
         cache.cache_clear()
+    kernels._launched.clear()
     yield fake
     for cache in caches:
         cache.cache_clear()
+    kernels._launched.clear()

@@ -137,7 +137,7 @@ def rewrite(path, change):
         (lambda p: rewrite(p, lambda e, m: m.update(format_version=99)), "checkpoint format 99"),
         (
             lambda p: rewrite(p, lambda e, m: e.update({"params/w1": np.ones((2, 2))})),
-            "do not match the metadata",
+            r"array 'params/w1' holds shape \(2, 2\); expected \(6, 10\)",
         ),
         (
             lambda p: rewrite(p, lambda e, m: m["config"].update(solver="sgd")),
