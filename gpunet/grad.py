@@ -25,7 +25,6 @@ from typing import Any
 
 from threadpoolctl import ThreadpoolController
 
-from gpunet.backend import cpu_lanes
 from gpunet.kernels import sigmoid_delta, sigmoid_grad
 from gpunet.memory import retry_smaller
 from gpunet.model import (
@@ -192,7 +191,7 @@ def loss_and_grad_fitted(
             f"({params.dtype}) in chunks of {rows:,} samples (max_work_bytes={budget:,})"
         )
 
-    lanes = cpu_lanes() if params.backend == "numpy" else 1
+    _, lanes = plan_chunks(params, m, max_work_bytes)
     smallest = WORK_BUFFERS * params.n_hidden * params.dtype.itemsize * lanes  # one row a lane
     return retry_smaller(run, params.xp, max_work_bytes, smallest, describe)
 
