@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from test_grad import random_problem, relative_error
+from test_grad import full_batch_adam_losses, random_problem, relative_error
 
 import gpunet
 from gpunet.optim import make_optimizer
@@ -61,13 +61,7 @@ def test_tree_of_block_sums_weights_blocks_by_size(client):
 
 def test_full_batch_training_reaches_the_local_loss(client):
     params, X, Y = random_problem(6000, 4, 8, 1, seed=13)
-    local = params.copy()
-    optimizer = make_optimizer(local, "adam", learning_rate_init=0.01)
-    expected = []
-    for _ in range(4):
-        loss, grads = gpunet.loss_and_grad(local, X, Y)
-        optimizer.step(local, grads)
-        expected.append(float(loss))
+    local, expected = full_batch_adam_losses(params, X, Y, 4)
     remote = params.copy()
     losses = distributed.fit(
         remote, *as_dask(X, Y, 1000), make_optimizer(remote, "adam", learning_rate_init=0.01), 4

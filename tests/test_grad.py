@@ -27,6 +27,20 @@ def random_problem(m, d, n, p, seed=0, dtype=np.float64, one_d_y=False):
     return params, X, Y
 
 
+def full_batch_adam_losses(params, X, Y, epochs):
+    """(trained copy of params, losses) of ``epochs`` full-batch Adam steps (lr 0.01) in memory."""
+    from gpunet.optim import make_optimizer
+
+    local = params.copy()
+    optimizer = make_optimizer(local, "adam", learning_rate_init=0.01)
+    losses = []
+    for _ in range(epochs):
+        loss, grads = loss_and_grad(local, X, Y)
+        optimizer.step(local, grads)
+        losses.append(float(loss))
+    return local, losses
+
+
 def reference_loss_and_grad(params, X, Y):
     """The seed's sums, written out per sample i, hidden unit k and output j, in float64.
 

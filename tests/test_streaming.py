@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_grad import random_problem, relative_error
+from test_grad import full_batch_adam_losses, random_problem, relative_error
 
 import gpunet
 from gpunet import Params, streaming
@@ -145,13 +145,7 @@ def test_empty_source_is_an_error():
 def test_full_batch_fit_follows_in_memory_gradient_descent(tmp_path):
     params, X, Y = random_problem(2000, 3, 8, 1, seed=8)
     source = streaming.ArraySource.from_npy(*saved_npy(tmp_path, X, Y), rows=300)
-    local = params.copy()
-    optimizer = make_optimizer(local, "adam", learning_rate_init=0.01)
-    expected = []
-    for _ in range(5):
-        loss, grads = gpunet.loss_and_grad(local, X, Y)
-        optimizer.step(local, grads)
-        expected.append(float(loss))
+    local, expected = full_batch_adam_losses(params, X, Y, 5)
     streamed = params.copy()
     losses = streaming.fit(
         streamed, source, make_optimizer(streamed, "adam", learning_rate_init=0.01), 5
