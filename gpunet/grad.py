@@ -25,7 +25,7 @@ from typing import Any
 
 from threadpoolctl import ThreadpoolController
 
-from gpunet.kernels import sigmoid_delta, sigmoid_grad
+from gpunet.kernels import sigmoid_delta, sigmoid_grad, sigmoid_of_negated
 from gpunet.memory import retry_smaller
 from gpunet.model import (
     DEFAULT_WORK_BYTES,
@@ -33,6 +33,7 @@ from gpunet.model import (
     Params,
     check_data,
     hidden_layer,
+    lane_bounds,
     load_chunk,
     output_layer,
     plan_chunks,
@@ -47,38 +48,79 @@ class GradientSums:
 
     Holds the (rows, n) work buffers it reuses from chunk to chunk, so adding a
     chunk allocates nothing of size rows × n.
+
+    On the CPU the first layer works on the inputs with a column of ones,
+    X̃ = [X | 1] (rows, d + 1), so that one GEMM does what would otherwise take
+    a pass more each way: forward, X̃ [−W1 | −b1]ᵀ = −(X W1ᵀ + b1), bias and sign
+    included, and σ is 1 / (1 + e^(that)); backward, X̃ᵀ Δ (d + 1, n) holds the
+    sums of ∂W1ᵀ and, in its last row, of ∂b1 (for p = 1, X̃ scaled by r first).
+    On a GPU the bias is fused into the σ kernel instead, and X is used as given.
     """
 
-    def __init__(self, params: Params, rows: int, sums: Params | None = None) -> None:
-        """``sums``: zeroed arrays to sum into, shaped as ``params``; new ones if None."""
-        xp = params.xp
+    def __init__(self, params: Params, rows: int) -> None:
+        xp, n, d = params.xp, params.n_hidden, params.n_features
         self.params = params
-        self.sums = params.zeros_like() if sums is None else sums
         self.squares = xp.zeros((), dtype=params.dtype)
         self.count = 0
-        self._hidden = xp.empty((rows, params.n_hidden), dtype=params.dtype)
+        self._hidden = xp.empty((rows, n), dtype=params.dtype)
         self._slope = xp.empty_like(self._hidden)
-        self._scaled = xp.empty((rows, params.n_features), dtype=params.dtype)
+        if params.backend == "numpy":
+            self._inputs = xp.empty((rows, d + 1), dtype=params.dtype)
+            self._negated = -xp.concatenate([params.w1, params.b1[:, None]], axis=1)
+            # Summed as X̃ᵀ Δ; sums.w1 and sums.b1 are views of it.
+            self._first = xp.zeros((d + 1, n), dtype=params.dtype)
+            w1, b1 = self._first[:d].T, self._first[d]
+        else:
+            self._inputs = xp.empty((rows, d), dtype=params.dtype)  # r ⊙ X for p = 1
+            w1, b1 = xp.zeros_like(params.w1), xp.zeros_like(params.b1)
+        self.sums = Params(w1, b1, xp.zeros_like(params.w2), xp.zeros_like(params.b2))
 
     def add(self, X: Any, Y: Any) -> None:
         """Add the terms of one chunk: X (c, d), Y (c, p) in the parameters' dtype, c ≤ rows."""
-        params, sums, size = self.params, self.sums, X.shape[0]
+        params, sums = self.params, self.sums
         xp = params.xp
-        hidden = hidden_layer(params, X, out=self._hidden[:size])
+        hidden = self._hidden_layer(X)
         residual = output_layer(params, hidden)
         residual -= Y
         self.squares += xp.vdot(residual, residual)
-        self.count += size
+        self.count += X.shape[0]
 
         sums.w2 += residual.T @ hidden
         sums.b2 += residual.sum(axis=0)
         if params.n_outputs == 1:
-            slope = sigmoid_grad(hidden, out=self._slope[:size])
-            sums.w1 += slope.T @ xp.multiply(X, residual, out=self._scaled[:size])
-            sums.b1 += slope.T @ residual[:, 0]
+            slope = sigmoid_grad(hidden, out=self._slope[: X.shape[0]])
+            self._add_first_layer(slope, X, residual)
         else:
-            upstream = xp.matmul(residual, params.w2, out=self._slope[:size])
-            delta = sigmoid_delta(upstream, hidden, out=upstream)
+            upstream = xp.matmul(residual, params.w2, out=self._slope[: X.shape[0]])
+            self._add_first_layer(sigmoid_delta(upstream, hidden, out=upstream), X)
+
+    def _hidden_layer(self, X: Any) -> Any:
+        """A = σ(X W1ᵀ + b1), (c, n), in the hidden buffer."""
+        size = X.shape[0]
+        if self.params.backend != "numpy":
+            return hidden_layer(self.params, X, out=self._hidden[:size])
+        inputs = self._inputs[:size]
+        inputs[:, :-1] = X
+        inputs[:, -1] = 1  # the previous chunk scaled it by r
+        negated = self.params.xp.matmul(inputs, self._negated.T, out=self._hidden[:size])
+        return sigmoid_of_negated(negated, out=negated)
+
+    def _add_first_layer(self, delta: Any, X: Any, residual: Any = None) -> None:
+        """Add Δᵀ X to the sums of ∂W1 and Σ_i Δ_i to those of ∂b1.
+
+        For p = 1, ``delta`` is S and ``residual`` r: Δ = diag(r) S diag(w2), of which
+        diag(r) goes on the inputs' side here and diag(w2) waits for :meth:`result`.
+        """
+        size, sums, xp = X.shape[0], self.sums, self.params.xp
+        inputs = self._inputs[:size]
+        if self.params.backend == "numpy":
+            if residual is not None:
+                inputs *= residual  # X̃ = [X | 1] becomes [r ⊙ X | r]
+            self._first += inputs.T @ delta
+        elif residual is not None:
+            sums.w1 += delta.T @ xp.multiply(X, residual, out=inputs)
+            sums.b1 += delta.T @ residual[:, 0]
+        else:
             sums.w1 += delta.T @ X
             sums.b1 += delta.sum(axis=0)
 
@@ -93,25 +135,22 @@ class GradientSums:
     def __getstate__(self) -> dict[str, Any]:
         # The work buffers are scratch: a pickled GradientSums (a Dask task's result) is
         # its sums alone, and it can merge and give its result but not add chunks.
-        skip = ("_hidden", "_slope", "_scaled")
-        return {key: value for key, value in self.__dict__.items() if key not in skip}
+        keep = ("params", "sums", "squares", "count")
+        return {key: value for key, value in self.__dict__.items() if key in keep}
 
     def result(self, out: Params | None = None) -> tuple[Any, Params]:
         """(J, gradients): the sums divided by m, with diag(w2) applied for p = 1.
 
-        Computed in place, in ``out`` when given, else over the sums.
+        Written into ``out`` when given, else into new arrays.
         """
-        grads, m = self.sums, self.count
-        if out is not None and out is not grads:
-            _check_out(out, self.params)
-            for target, total in zip(out, grads, strict=True):
-                target[...] = total
-            grads = out
+        grads = self.params.zeros_like() if out is None else out
+        _check_out(grads, self.params)
+        m = self.count
+        for target, total in zip(grads, self.sums, strict=True):
+            self.params.xp.divide(total, m, out=target)
         if self.params.n_outputs == 1:
             grads.w1 *= self.params.w2.T
             grads.b1 *= self.params.w2[0]
-        for gradient in grads:
-            gradient /= m
         return self.squares / (2 * m), grads
 
 
@@ -134,8 +173,8 @@ def loss_and_grad(
     ``max_work_bytes`` (and, on the CPU, in cache), allocated once and reused,
     so memory does not grow with m. Out of memory, the pass is retried with
     half the budget until it fits (gpunet.memory, said once as a
-    MemoryWarning). On the CPU each core sums every
-    lanes-th chunk and the partial sums are added in lane order, so a result
+    MemoryWarning). On the CPU each core sums an equal, contiguous share of
+    the samples and the partial sums are added in lane order, so a result
     is the same from run to run on one machine; it equals the one-shot
     result within rounding. ``check_finite`` rejects NaN and Inf in X and y
     (on a GPU it costs a device-to-host sync per chunk).
@@ -182,7 +221,7 @@ def loss_and_grad_fitted(
     m = X.shape[0]
 
     def run(budget: int) -> tuple[Any, Params]:
-        return gradient_sums(params, X, Y, budget, check_finite, out).result()
+        return gradient_sums(params, X, Y, budget, check_finite).result(out)
 
     def describe(budget: int) -> str:
         rows, _ = plan_chunks(params, m, budget)
@@ -197,31 +236,21 @@ def loss_and_grad_fitted(
 
 
 def gradient_sums(
-    params: Params,
-    X: Any,
-    Y: Any,
-    max_work_bytes: int,
-    check_finite: bool,
-    out: Params | None = None,
+    params: Params, X: Any, Y: Any, max_work_bytes: int, check_finite: bool
 ) -> GradientSums:
     """The sums of :class:`GradientSums` over X (m, d), Y (m, p), checked by check_data.
 
     Chunked and spread over the CPU's lanes as :func:`loss_and_grad` says;
     the sums of several such calls merge into the sums over all their samples.
-    ``out``: arrays shaped as the parameters that the sums are made in.
     """
-    m = X.shape[0]
-    rows, lanes = plan_chunks(params, m, max_work_bytes)
-    if out is not None:
-        _check_out(out, params)
-        for gradient in out:
-            gradient.fill(0)
+    rows, lanes = plan_chunks(params, X.shape[0], max_work_bytes)
+    bounds = lane_bounds(X.shape[0], lanes)
 
     def sum_lane(lane: int) -> GradientSums:
-        # Buffers as long as the longest chunk this lane takes, which may be short.
-        sums = GradientSums(params, min(rows, m - lane * rows), out if lane == 0 else None)
-        for start in range(lane * rows, m, lanes * rows):
-            sums.add(*load_chunk(params, X, Y, start, rows, check_finite))
+        begin, end = bounds[lane], bounds[lane + 1]
+        sums = GradientSums(params, min(rows, end - begin))
+        for start in range(begin, end, rows):
+            sums.add(*load_chunk(params, X, Y, start, min(rows, end - start), check_finite))
         return sums
 
     first, *others = _map_lanes(sum_lane, lanes)

@@ -90,7 +90,20 @@ def sigmoid(z: Any, out: Any = None) -> Any:
     normal number; that overflow is expected and not reported.
     """
     e = np.negative(z, out=out)
-    return _one_over_one_plus_exp(e)
+    return sigmoid_of_negated(e, out=e)
+
+
+def sigmoid_of_negated(u: Any, out: Any = None) -> Any:
+    """σ(−u) = 1 / (1 + e^u) on the CPU: σ of a pre-activation given with its sign flipped.
+
+    For a GEMM that gives u = −(X W1ᵀ + b1) directly (the sign and the bias
+    folded into its weights), which saves the two passes that σ(z) and σ(z + b)
+    spend on −z and −(z + b). u: any shape; out: same shape or None, may be u.
+    """
+    with np.errstate(over="ignore"):  # e^u = +inf gives 1 / inf = 0, the right limit
+        e = np.exp(u, out=out)
+    e += 1
+    return np.divide(e.dtype.type(1), e, out=e)
 
 
 def bias_sigmoid(z: Any, bias: Any, out: Any = None) -> Any:
@@ -102,7 +115,7 @@ def bias_sigmoid(z: Any, bias: Any, out: Any = None) -> Any:
     if get_namespace(z, bias) is not np:
         return _launch("bias_sigmoid", z, bias, out=out)
     e = np.subtract(-bias, z, out=out)  # −(z + b) in one pass
-    return _one_over_one_plus_exp(e)
+    return sigmoid_of_negated(e, out=e)
 
 
 def sigmoid_grad(hidden: Any, out: Any = None) -> Any:
@@ -145,11 +158,3 @@ def _launch(name: str, *inputs: Any, out: Any) -> Any:
         result = _cuda_kernels()[name](*arguments)
         _launched.add(key)
     return result
-
-
-def _one_over_one_plus_exp(e: np.ndarray) -> np.ndarray:
-    """1 / (1 + e^e), in place in ``e``."""
-    with np.errstate(over="ignore"):  # e^e = +inf gives 1 / inf = 0, the right limit
-        np.exp(e, out=e)
-    e += 1
-    return np.divide(e.dtype.type(1), e, out=e)

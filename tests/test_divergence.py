@@ -154,10 +154,10 @@ def oom_fake(host_cupy, monkeypatch, fits_rows):
                                                OutOfMemoryError=OutOfMemoryError))
     original = grad.GradientSums.__init__
 
-    def allocate(self, params, rows, sums=None):
+    def allocate(self, params, rows):
         if rows > fits_rows:
             raise OutOfMemoryError(f"Out of memory allocating {rows} rows")
-        original(self, params, rows, sums)
+        original(self, params, rows)
 
     monkeypatch.setattr(grad.GradientSums, "__init__", allocate)
     return OutOfMemoryError

@@ -12,6 +12,7 @@ from conftest import numpy_cupy_allclose
 import gpunet
 from gpunet import Params, loss_and_grad
 from gpunet.gradcheck import gradient_errors, numerical_grad
+from gpunet.model import WORK_BUFFERS, lane_bounds, plan_chunks
 
 # (m, d, n, p): the seed's scalar x and single output, then wider cases.
 SHAPES = [(20, 1, 5, 1), (30, 4, 6, 3), (1, 3, 4, 2), (25, 3, 1, 1), (16, 2, 3, 1)]
@@ -142,6 +143,30 @@ def test_chunked_equals_one_shot(p, budget):
     assert float(chunked_loss) == pytest.approx(float(loss), rel=1e-13)
     for got, want in zip(chunked, grads, strict=True):
         assert relative_error(got, want) < 1e-13
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+@pytest.mark.parametrize("m", [1, 2, 10, 999, 16384, 100_003])
+@pytest.mark.parametrize("budget", [4 * 7 * 8, 10**5, 10**9])
+def test_cpu_lanes_share_the_samples_evenly_within_the_budget(monkeypatch, lanes, m, budget):
+    monkeypatch.setattr(gpunet.model, "cpu_lanes", lambda: lanes)
+    params = Params.init(5, 7, seed=0)
+    rows, used = plan_chunks(params, m, budget)
+    bounds = lane_bounds(m, used)
+    shares = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == m and shares.max() - shares.min() <= 1
+    assert used <= lanes and (used == lanes or m < lanes * rows)
+    # Within a lane the chunks are equal but for the last, which is not much shorter.
+    chunks = -(-shares.max() // rows)
+    assert (chunks - 1) * rows < shares.max() <= chunks * rows
+    assert shares.max() - (chunks - 1) * rows > rows - chunks
+    assert rows * used * WORK_BUFFERS * 7 * 8 <= max(budget, used * WORK_BUFFERS * 7 * 8)
+
+
+def test_gradients_are_c_contiguous():
+    params, X, Y = random_problem(50, 4, 6, 1, seed=5)
+    _, grads = loss_and_grad(params, X, Y)
+    assert all(g.flags.c_contiguous for g in grads)
 
 
 @pytest.mark.parametrize("m", [20_000, 80_000])

@@ -101,6 +101,17 @@ def test_fallback_ops_write_in_place():
     np.testing.assert_allclose(a, expected, rtol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_of_negated_is_sigmoid_of_minus_u_in_place(dtype):
+    u = pre_activations(dtype)
+    expected = kernels.sigmoid(-u)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            assert kernels.sigmoid_of_negated(u, out=u) is u
+    np.testing.assert_array_equal(u, expected)
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 def test_cuda_sources_compile_for_sm90(tmp_path):
     cubin = tmp_path / "kernels.cubin"
