@@ -20,9 +20,12 @@ the same run on the same device.
 
 Method: each contender is first checked against gpunet in float64 on a small
 problem and left out if it disagrees. Then, per config, the contenders run in
-turn, one step each, round after round, so that noise on a shared machine
-falls on all of them alike; warm-up steps first (the first one, with any
-compilation, is reported apart), then the median over the timed repeats. The
+turn, round after round, so that noise on a shared machine falls on all of
+them alike; warm-up steps first (the first one, with any compilation, is
+reported apart), then the median over the timed repeats. On the CPU each
+timed step follows a quarter of a second of the contender's own untimed
+steps (SETTLE_SECONDS), so that it is timed as a step among steps, not
+slowed by the threads another library left spinning or a core left idle. The
 inputs rotate over several staged sets, together larger than the last-level
 cache where memory allows, so that a step does not find its inputs in cache.
 Host clocks on the CPU, CUDA events on the GPU. Threads are left as the
@@ -72,6 +75,13 @@ CHECK_RTOL = 1e-8
 """Largest relative error ‖g − g_gpunet‖ / ‖g_gpunet‖ a contender may show in float64."""
 LEARNING_RATE = 1e-3
 MAX_INPUT_SETS = 8
+SETTLE_SECONDS = {"cpu": 0.25, "gpu": 0.0}
+"""Untimed steps, in seconds, before each timed step, by device. On the CPU a step is slowed
+by what ran before it, for about 0.1 s: measured on the 2-core VM, gpunet's step at
+(65536, 1, 256) took 25 ms for four steps after one of scikit-learn's (whose OpenBLAS
+threads spin on the cores after a call), and for two steps after 0.3 s idle, then 13 ms.
+So each timed step follows a quarter of a second of the contender's own steps: the
+benchmark times steps in a row, as training runs them. CUDA events time the device alone."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +119,9 @@ class Settings:
     repeats: int = 7
     seed: int = 0
     steps: tuple[str, ...] = STEPS
+    settle: float | None = None
+    """Seconds of untimed steps a contender runs before each timed one (at least one step
+    when positive); None for the device's default, SETTLE_SECONDS."""
 
     def __post_init__(self) -> None:
         unknown = set(self.steps) - set(STEPS)
@@ -116,6 +129,11 @@ class Settings:
             raise ValueError(f"steps must be some of {STEPS}; got {self.steps!r}")
         if self.repeats < 1 or self.warmup < 0:
             raise ValueError(f"need repeats ≥ 1 and warmup ≥ 0; got {self.repeats}, {self.warmup}")
+        if self.settle is not None and not self.settle >= 0:
+            raise ValueError(f"settle must be ≥ 0 seconds; got {self.settle!r}")
+
+    def settle_seconds(self, device: str) -> float:
+        return SETTLE_SECONDS[device] if self.settle is None else self.settle
 
 
 QUICK = Settings(warmup=1, repeats=3, steps=("gradient",))
@@ -175,8 +193,8 @@ def load_grid(path: str | Path) -> tuple[list[Config], dict[str, Any]]:
     ``configs`` is a list of tables with keys m, d, n, p (default 1) and dtype
     (default float32); a list as a value stands for each of its entries, so
     ``{m = [1024, 4096], d = 8, n = 64, dtype = ["float32", "float64"]}`` gives
-    four configs. Optional top-level keys: warmup, repeats, seed, steps (a list
-    of "gradient", "train").
+    four configs. Optional top-level keys: warmup, repeats, seed, settle
+    (seconds, see Settings), steps (a list of "gradient", "train").
     """
     path = Path(path)
     text = path.read_text(encoding="utf-8")
@@ -192,7 +210,7 @@ def load_grid(path: str | Path) -> tuple[list[Config], dict[str, Any]]:
         axes = {k: v if isinstance(v, list) else [v] for k, v in entry.items()}
         configs += [Config(**dict(zip(axes, values, strict=True)))
                     for values in itertools.product(*axes.values())]
-    settings = {k: document[k] for k in ("warmup", "repeats", "seed") if k in document}
+    settings = {k: document[k] for k in ("warmup", "repeats", "seed", "settle") if k in document}
     if "steps" in document:
         settings["steps"] = tuple(document["steps"])
     return configs, settings
@@ -377,11 +395,16 @@ def _time_step(config: Config, step: str, contenders: Sequence[Contender],
     running = list(contenders)
     total = max(1, settings.warmup) + settings.repeats
     for index in range(total):
+        timed = index >= max(1, settings.warmup)
         for contender in list(running):
-            data = staged[contender.name][index % len(staged[contender.name])]
+            sets = staged[contender.name]
             run = contender.gradient if step == "gradient" else contender.train_step
             result = results[contender.name]
             try:
+                if timed:  # untimed steps, on other inputs than the timed one's
+                    _run_for(settings.settle_seconds(contender.device), contender.timer(), run,
+                             sets[(index + 1) % len(sets)])
+                data = sets[index % len(sets)]
                 seconds = contender.timer()(lambda run=run, data=data: run(data))
             except Exception as error:
                 result.error = _describe(error)
@@ -389,9 +412,16 @@ def _time_step(config: Config, step: str, contenders: Sequence[Contender],
                 continue
             if index == 0:
                 result.first = seconds
-            elif index >= max(1, settings.warmup):
+            elif timed:
                 result.seconds.append(seconds)
     return list(results.values())
+
+
+def _run_for(seconds: float, timer: Any, run: Any, data: Any) -> None:
+    """Run steps on ``data`` until ``seconds`` have passed, at least one when seconds > 0."""
+    spent = 0.0
+    while spent < seconds:
+        spent += timer(lambda: run(data))
 
 
 def _describe(error: BaseException) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from gpunet import bench, cli
 from gpunet.contenders import Gpunet, all_contenders
 
 TINY = [bench.Config(256, 3, 8, 1, "float32"), bench.Config(512, 3, 8, 1, "float64")]
-FAST = bench.Settings(warmup=1, repeats=2)
+FAST = bench.Settings(warmup=1, repeats=2, settle=0.0)
 CEILINGS = bench.Ceilings("cpu", {"float32": 1e10, "float64": 5e9}, 1e10,
                           {"gemm": "made up for a test", "bandwidth": "made up for a test"})
 
@@ -109,6 +110,37 @@ def test_a_failing_step_is_reported_in_the_table():
     assert steps["gradient"].error is None and len(steps["gradient"].seconds) == 2
     assert steps["train"].error == "MemoryError: out of memory"
     assert "MemoryError: out of memory" in bench.format_markdown(report)
+
+
+def test_each_timed_step_follows_settle_seconds_of_untimed_steps():
+    started: list[float] = []
+
+    class Counting(Gpunet):
+        def gradient(self, data):
+            started.append(time.perf_counter())
+            return super().gradient(data)
+
+    counting = Counting("numpy")
+    settings = bench.Settings(warmup=1, repeats=2, settle=0.05, steps=("gradient",))
+    report = bench.run_benchmark(TINY[:1], contenders=[counting], settings=settings,
+                                 ceilings=CEILINGS)
+    (result,) = report.results
+    assert len(result.seconds) == 2
+    # The check, the warm-up step, then per timed step: untimed steps for 0.05 s, itself.
+    rounds = started[2:]
+    assert rounds[-1] - rounds[0] >= 2 * 0.05
+    assert len(rounds) > 2 * 2
+
+
+@pytest.mark.parametrize("settle", [-1.0, float("nan")])
+def test_settle_must_be_a_time(settle):
+    with pytest.raises(ValueError, match="settle must be ≥ 0 seconds"):
+        bench.Settings(settle=settle)
+
+
+def test_settle_defaults_by_device():
+    assert bench.Settings().settle_seconds("cpu") == bench.SETTLE_SECONDS["cpu"] > 0
+    assert bench.Settings(settle=0.0).settle_seconds("cpu") == 0.0
 
 
 def test_load_grid_expands_lists(tmp_path):
