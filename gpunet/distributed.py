@@ -196,6 +196,6 @@ def _on_client(params: Params, sums: GradientSums) -> GradientSums:
         return sums
     moved = copy.copy(sums)
     moved.params = params
-    moved.sums = Params(*(backend.to_backend(a, params.backend) for a in sums.sums))
+    moved.sums = tuple(backend.to_backend(a, params.backend) for a in sums.sums)
     moved.squares = backend.to_backend(sums.squares, params.backend)
     return moved

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from gpunet.kernels import sigmoid_delta, sigmoid_grad, sigmoid_of_negated
@@ -58,51 +59,55 @@ class GradientSums:
     """
 
     def __init__(self, params: Params, rows: int) -> None:
-        xp, n, d = params.xp, params.n_hidden, params.n_features
+        xp, dtype, (n, d) = params.xp, params.dtype, params.w1.shape
         self.params = params
-        self.squares = xp.zeros((), dtype=params.dtype)
+        self.squares = xp.zeros((), dtype=dtype)
         self.count = 0
-        self._hidden = xp.empty((rows, n), dtype=params.dtype)
-        self._slope = xp.empty_like(self._hidden)
-        if params.backend == "numpy":
-            self._inputs = xp.empty((rows, d + 1), dtype=params.dtype)
-            self._negated = -xp.concatenate([params.w1, params.b1[:, None]], axis=1)
-            # Summed as X̃ᵀ Δ; sums.w1 and sums.b1 are views of it.
-            self._first = xp.zeros((d + 1, n), dtype=params.dtype)
+        self._on_cpu = params.backend == "numpy"
+        self._hidden = xp.empty((rows, n), dtype=dtype)
+        self._slope = xp.empty((rows, n), dtype=dtype)
+        if self._on_cpu:
+            self._inputs = xp.empty((rows, d + 1), dtype=dtype)
+            self._negated = xp.concatenate([params.w1, params.b1[:, None]], axis=1)
+            xp.negative(self._negated, out=self._negated)
+            # Summed as X̃ᵀ Δ; the sums of ∂W1 and ∂b1 are views of it.
+            self._first = xp.zeros((d + 1, n), dtype=dtype)
             w1, b1 = self._first[:d].T, self._first[d]
         else:
-            self._inputs = xp.empty((rows, d), dtype=params.dtype)  # r ⊙ X for p = 1
+            self._inputs = xp.empty((rows, d), dtype=dtype)  # r ⊙ X for p = 1
             w1, b1 = xp.zeros_like(params.w1), xp.zeros_like(params.b1)
-        self.sums = Params(w1, b1, xp.zeros_like(params.w2), xp.zeros_like(params.b2))
+        self.sums = (w1, b1, xp.zeros_like(params.w2), xp.zeros_like(params.b2))
+        """The sums of the terms of ∂J/∂W1, b1, W2, b2, in that order."""
 
     def add(self, X: Any, Y: Any) -> None:
         """Add the terms of one chunk: X (c, d), Y (c, p) in the parameters' dtype, c ≤ rows."""
-        params, sums = self.params, self.sums
-        xp = params.xp
+        params, size = self.params, X.shape[0]
+        xp, (_, _, w2, b2) = params.xp, self.sums
         hidden = self._hidden_layer(X)
         residual = output_layer(params, hidden)
         residual -= Y
-        self.squares += xp.vdot(residual, residual)
-        self.count += X.shape[0]
+        # A new scalar: cheaper than adding in place into a 0-d array, per chunk.
+        self.squares = self.squares + xp.vdot(residual, residual)
+        self.count += size
 
-        sums.w2 += residual.T @ hidden
-        sums.b2 += residual.sum(axis=0)
-        if params.n_outputs == 1:
-            slope = sigmoid_grad(hidden, out=self._slope[: X.shape[0]])
+        w2 += residual.T @ hidden
+        b2 += residual.sum(axis=0)
+        if residual.shape[1] == 1:
+            slope = sigmoid_grad(hidden, out=self._slope[:size])
             self._add_first_layer(slope, X, residual)
         else:
-            upstream = xp.matmul(residual, params.w2, out=self._slope[: X.shape[0]])
+            upstream = xp.matmul(residual, params.w2, out=self._slope[:size])
             self._add_first_layer(sigmoid_delta(upstream, hidden, out=upstream), X)
 
     def _hidden_layer(self, X: Any) -> Any:
         """A = σ(X W1ᵀ + b1), (c, n), in the hidden buffer."""
         size = X.shape[0]
-        if self.params.backend != "numpy":
+        if not self._on_cpu:
             return hidden_layer(self.params, X, out=self._hidden[:size])
         inputs = self._inputs[:size]
         inputs[:, :-1] = X
         inputs[:, -1] = 1  # the previous chunk scaled it by r
-        negated = self.params.xp.matmul(inputs, self._negated.T, out=self._hidden[:size])
+        negated = np.matmul(inputs, self._negated.T, out=self._hidden[:size])
         return sigmoid_of_negated(negated, out=negated)
 
     def _add_first_layer(self, delta: Any, X: Any, residual: Any = None) -> None:
@@ -111,24 +116,25 @@ class GradientSums:
         For p = 1, ``delta`` is S and ``residual`` r: Δ = diag(r) S diag(w2), of which
         diag(r) goes on the inputs' side here and diag(w2) waits for :meth:`result`.
         """
-        size, sums, xp = X.shape[0], self.sums, self.params.xp
-        inputs = self._inputs[:size]
-        if self.params.backend == "numpy":
+        inputs = self._inputs[: X.shape[0]]
+        if self._on_cpu:
             if residual is not None:
                 inputs *= residual  # X̃ = [X | 1] becomes [r ⊙ X | r]
             self._first += inputs.T @ delta
-        elif residual is not None:
-            sums.w1 += delta.T @ xp.multiply(X, residual, out=inputs)
-            sums.b1 += delta.T @ residual[:, 0]
+            return
+        w1, b1, _, _ = self.sums
+        if residual is not None:
+            w1 += delta.T @ self.params.xp.multiply(X, residual, out=inputs)
+            b1 += delta.T @ residual[:, 0]
         else:
-            sums.w1 += delta.T @ X
-            sums.b1 += delta.sum(axis=0)
+            w1 += delta.T @ X
+            b1 += delta.sum(axis=0)
 
     def merge(self, other: GradientSums) -> GradientSums:
         """Add ``other``'s sums (over other samples, same parameters) into these; returns self."""
         for mine, theirs in zip(self.sums, other.sums, strict=True):
             mine += theirs
-        self.squares += other.squares
+        self.squares = self.squares + other.squares
         self.count += other.count
         return self
 
@@ -143,15 +149,22 @@ class GradientSums:
 
         Written into ``out`` when given, else into new arrays.
         """
-        grads = self.params.zeros_like() if out is None else out
-        _check_out(grads, self.params)
-        m = self.count
-        for target, total in zip(grads, self.sums, strict=True):
-            self.params.xp.divide(total, m, out=target)
-        if self.params.n_outputs == 1:
-            grads.w1 *= self.params.w2.T
-            grads.b1 *= self.params.w2[0]
-        return self.squares / (2 * m), grads
+        params, m = self.params, self.count
+        if out is None:
+            out = params.zeros_like()
+        else:
+            _check_out(out, params)
+        xp, (w1, b1, w2, b2) = params.xp, self.sums
+        xp.divide(w2, m, out=out.w2)
+        xp.divide(b2, m, out=out.b2)
+        if params.n_outputs == 1:
+            scale = params.w2[0] / m
+            xp.multiply(w1, scale[:, None], out=out.w1)
+            xp.multiply(b1, scale, out=out.b1)
+        else:
+            xp.divide(w1, m, out=out.w1)
+            xp.divide(b1, m, out=out.b1)
+        return params.xp.asarray(self.squares / (2 * m)), out
 
 
 def loss_and_grad(
@@ -230,8 +243,10 @@ def loss_and_grad_fitted(
             f"({params.dtype}) in chunks of {rows:,} samples (max_work_bytes={budget:,})"
         )
 
-    _, lanes = plan_chunks(params, m, max_work_bytes)
-    smallest = WORK_BUFFERS * params.n_hidden * params.dtype.itemsize * lanes  # one row a lane
+    def smallest() -> int:  # one row a lane
+        _, lanes = plan_chunks(params, m, max_work_bytes)
+        return WORK_BUFFERS * params.n_hidden * params.dtype.itemsize * lanes
+
     return retry_smaller(run, params.xp, max_work_bytes, smallest, describe)
 
 

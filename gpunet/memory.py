@@ -43,12 +43,13 @@ def retry_smaller(
     run: Callable[[int], Result],
     xp: ModuleType,
     max_work_bytes: int,
-    smallest: int,
+    smallest: Callable[[], int],
     describe: Callable[[int], str],
 ) -> tuple[Result, int]:
     """``run(budget)`` for budget = max_work_bytes, then halved after each out-of-memory error.
 
-    ``smallest`` is the budget below which chunks cannot shrink (one row);
+    ``smallest()`` is the budget below which chunks cannot shrink (one row),
+    asked for only when memory runs out;
     ``describe(budget)`` says what was being computed and how large it was.
     Returns (result, the budget that fitted). Shrinking is said once, as a
     MemoryWarning; running out at the smallest budget raises MemoryError
@@ -60,14 +61,15 @@ def retry_smaller(
             result = run(budget)
         except out_of_memory_errors(xp) as error:
             free_cached_blocks(xp)
-            if budget <= smallest:
+            floor = smallest()
+            if budget <= floor:
                 raise MemoryError(
                     f"out of memory computing {describe(budget)}, even one sample at a time "
                     f"({type(error).__name__}: {error}); lower the batch size (--batch-size), "
                     "the hidden units (--hidden) or use float32 (--dtype float32), or free "
                     "memory that other processes hold on the device"
                 ) from None
-            budget = max(smallest, budget // 2)
+            budget = max(floor, budget // 2)
             continue
         if budget != max_work_bytes:
             warnings.warn(

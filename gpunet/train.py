@@ -359,9 +359,9 @@ class Trainer:
                     continue
                 size = X_batch.shape[0]
                 kept += size
-                total += loss * size
+                total = total + loss * size  # new scalars: cheaper than 0-d in-place adds
                 if alpha:
-                    squares += xp.vdot(self.weights, self.weights)
+                    squares = squares + xp.vdot(self.weights, self.weights)
                     self.weight_grads += (alpha / size) * self.weights
                 self.optimizer.step([self.flat], [self.flat_grads])
         if kept == 0:
