@@ -54,6 +54,17 @@ def test_nan_or_inf_in_the_data_names_the_row(params, data, bad, target):
         loss_and_grad(params, X, Y, max_work_bytes=3 * 4 * 4 * 8)  # chunks of 3 rows
 
 
+def test_finite_data_at_the_edge_of_the_range_passes_the_check():
+    from gpunet.validation import NonFiniteError, check_finite
+
+    huge = np.full((4, 3), np.finfo(np.float32).max, dtype=np.float32)
+    huge[1] *= -1
+    check_finite(huge, "X")  # a sum would overflow; every entry is finite
+    huge[2, 0] = -np.inf
+    with pytest.raises(NonFiniteError, match=r"first at row 2"):
+        check_finite(huge, "X")
+
+
 def test_check_finite_false_skips_the_check(params, data):
     X, Y = data
     X = X.copy()
