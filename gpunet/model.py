@@ -16,24 +16,12 @@ from typing import Any
 import numpy as np
 
 from gpunet import validation
-from gpunet.backend import backend_of, cpu_block_bytes, cpu_lanes, get_namespace, to_backend
-from gpunet.kernels import bias_sigmoid
+from gpunet.backend import backend_of, get_namespace, to_backend
+from gpunet.kernels import bias_sigmoid, sigmoid_of_negated
+from gpunet.lanes import DEFAULT_WORK_BYTES, lane_chunks, map_lanes, plan_chunks
 from gpunet.validation import check_features, check_float_dtype, check_targets
 
 PARAM_NAMES = ("w1", "b1", "w2", "b2")
-
-DEFAULT_WORK_BYTES = 256 * 2**20
-"""The default bound on the (m, n) working set of a pass over the samples."""
-
-ROWS_PER_FEATURE = 2
-"""On the CPU a chunk holds at least this many samples per feature: at large d the GEMMs
-take most of a step and run better on longer chunks than the cache rule gives (measured
-at d = 784, n = 1024: chunks of 512 rows 3-5 % slower than 1024 to 4096, which were alike)."""
-
-WORK_BUFFERS = 4
-"""(rows, n) arrays a chunk needs at most at once: the hidden layer, the slope or
-delta, and the temporaries of the NumPy fallbacks."""
-
 
 @dataclasses.dataclass
 class Params:
@@ -155,44 +143,6 @@ class Params:
         return Params(*(xp.zeros_like(a) for a in self))
 
 
-def plan_chunks(params: Params, n_samples: int, max_work_bytes: int) -> tuple[int, int]:
-    """(rows, lanes): samples per chunk, and lanes that compute chunks at once.
-
-    On a GPU one lane takes the largest chunks the budget allows: WORK_BUFFERS
-    (rows, n) arrays in ``max_work_bytes``. On the CPU one lane per core
-    (backend.cpu_lanes), each with chunks that fit the caches
-    (backend.cpu_block_bytes) so that each pass over a chunk reads the cache,
-    not memory, and at least ROWS_PER_FEATURE rows per feature; the budget is
-    shared between the lanes. Each lane takes an equal share of the samples
-    (:func:`lane_bounds`) in chunks made equal within it, so that the lanes
-    finish together (measured at m = 16384, d = 784 on 2 lanes: 3 chunks of
-    6272 rows dealt round the lanes took 361 ms, 2 of 8192 rows 311 ms).
-    """
-    if max_work_bytes <= 0:
-        raise ValueError(f"max_work_bytes must be positive; got {max_work_bytes}")
-    row_bytes = WORK_BUFFERS * params.n_hidden * params.dtype.itemsize
-    on_cpu = params.backend == "numpy"
-    lanes = cpu_lanes() if on_cpu else 1
-    rows = int(max_work_bytes) // (lanes * row_bytes)
-    if on_cpu:
-        cache_rows = cpu_block_bytes() // (params.n_hidden * params.dtype.itemsize)
-        rows = min(rows, max(cache_rows, ROWS_PER_FEATURE * params.n_features))
-    rows = max(1, min(rows, n_samples))
-    # A chunk is the unit of a lane's work: lanes only for two chunks or more,
-    # so a small batch is not split into pieces smaller than a thread's start-up.
-    lanes = min(lanes, -(-n_samples // rows))
-    share = -(-n_samples // lanes)
-    return -(-share // -(-share // rows)), lanes
-
-
-def lane_bounds(n_samples: int, lanes: int) -> list[int]:
-    """Where each lane's share of the samples starts, and the end: lanes + 1 indices.
-
-    The shares are contiguous and differ by one sample at most.
-    """
-    return [n_samples * lane // lanes for lane in range(lanes + 1)]
-
-
 def hidden_layer(params: Params, X: Any, out: Any = None) -> Any:
     """A = σ(X W1ᵀ + b1): X (m, d) in the parameters' dtype → A (m, n), into ``out`` if given."""
     if params.n_features == 1:  # an outer product; NumPy's matmul is 4x slower at k = 1
@@ -200,6 +150,45 @@ def hidden_layer(params: Params, X: Any, out: Any = None) -> Any:
     else:
         z = params.xp.matmul(X, params.w1.T, out=out)
     return bias_sigmoid(z, params.b1, out=z)
+
+
+class HiddenLayer:
+    """A = σ(X W1ᵀ + b1) for chunks of up to ``rows`` samples, into buffers it holds.
+
+    On the CPU a chunk is copied beside a column of ones, X̃ = [X | 1]
+    (rows, d + 1), so that one GEMM gives U = X̃ [−W1 | −b1]ᵀ = −(X W1ᵀ + b1),
+    the bias and the sign included, and σ = 1 / (1 + e^U) takes three passes
+    where adding the bias and negating would take two more (at d = 1 the GEMM
+    with k = 2 is also 3x faster than NumPy's outer product). X̃ stays in
+    ``inputs`` for the backward pass (gpunet.grad). On a GPU: X W1ᵀ, then the
+    fused bias_sigmoid kernel, one pass.
+    """
+
+    def __init__(self, params: Params, rows: int) -> None:
+        xp, dtype, (n, d) = params.xp, params.dtype, params.w1.shape
+        self.on_cpu = params.backend == "numpy"
+        self.activations = xp.empty((rows, n), dtype=dtype)
+        if self.on_cpu:
+            self.inputs = xp.empty((rows, d + 1), dtype=dtype)
+            self._negated = xp.empty((n, d + 1), dtype=dtype)
+        self.use(params)
+
+    def use(self, params: Params) -> None:
+        """Compute with ``params`` from now on, shaped as those the layer was made for."""
+        self.params = params
+        if self.on_cpu:
+            np.negative(params.w1, out=self._negated[:, :-1])
+            np.negative(params.b1, out=self._negated[:, -1])
+
+    def __call__(self, X: Any) -> Any:
+        """A for X (c, d) in the parameters' dtype, c ≤ rows: a (c, n) view of ``activations``."""
+        out = self.activations[: X.shape[0]]
+        if not self.on_cpu:
+            return hidden_layer(self.params, X, out=out)
+        inputs = self.inputs[: X.shape[0]]
+        inputs[:, :-1] = X
+        inputs[:, -1] = 1  # the backward pass may have scaled it
+        return sigmoid_of_negated(np.matmul(inputs, self._negated.T, out=out), out=out)
 
 
 def output_layer(params: Params, hidden: Any) -> Any:
@@ -212,14 +201,17 @@ def output_layer(params: Params, hidden: Any) -> Any:
 def forward(params: Params, X: Any, *, max_work_bytes: int = DEFAULT_WORK_BYTES) -> Any:
     """The network's outputs H = W2 σ(W1 X + b1) + b2 for X (m, d): H (m, p).
 
-    Computed in chunks of samples so the (m, n) hidden layer is never whole.
+    Computed in chunks of samples (gpunet.lanes) so the (m, n) hidden layer is never whole.
     """
     X = check_features(X, params.n_features, params.xp)
-    rows, _ = plan_chunks(params, X.shape[0], max_work_bytes)
     out = params.xp.empty((X.shape[0], params.n_outputs), dtype=params.dtype)
-    for start in range(0, X.shape[0], rows):
-        chunk = X[start : start + rows].astype(params.dtype, copy=False)
-        out[start : start + rows] = output_layer(params, hidden_layer(params, chunk))
+
+    def lane(chunks: list[slice]) -> None:
+        layer = HiddenLayer(params, chunks[0].stop - chunks[0].start)
+        for rows in chunks:
+            out[rows] = output_layer(params, layer(X[rows].astype(params.dtype, copy=False)))
+
+    map_lanes(lane, lane_chunks(X.shape[0], *plan_chunks(params, X.shape[0], max_work_bytes)))
     return out
 
 
@@ -243,14 +235,21 @@ def loss(
     to the host); no gradient is computed.
     """
     X, Y = check_data(params, X, y)
-    rows, _ = plan_chunks(params, X.shape[0], max_work_bytes)
-    total = params.xp.zeros((), dtype=params.dtype)
-    for start in range(0, X.shape[0], rows):
-        X_chunk, Y_chunk = load_chunk(params, X, Y, start, rows, check_finite)
-        residual = output_layer(params, hidden_layer(params, X_chunk))
-        residual -= Y_chunk
-        total += params.xp.vdot(residual, residual)
-    return total / (2 * X.shape[0])
+
+    def lane(chunks: list[slice]) -> Any:
+        layer, squares = HiddenLayer(params, chunks[0].stop - chunks[0].start), 0
+        for rows in chunks:
+            X_chunk, Y_chunk = load_chunk(params, X, Y, rows, check_finite)
+            residual = output_layer(params, layer(X_chunk))
+            residual -= Y_chunk
+            squares = squares + params.xp.vdot(residual, residual)
+        return squares
+
+    total, *others = map_lanes(lane, lane_chunks(X.shape[0], *plan_chunks(
+        params, X.shape[0], max_work_bytes)))
+    for squares in others:
+        total = total + squares
+    return params.xp.asarray(total / (2 * X.shape[0]))
 
 
 def check_data(params: Params, X: Any, y: Any) -> tuple[Any, Any]:
@@ -259,16 +258,14 @@ def check_data(params: Params, X: Any, y: Any) -> tuple[Any, Any]:
     return X, check_targets(y, X.shape[0], params.n_outputs, params.xp)
 
 
-def load_chunk(
-    params: Params, X: Any, Y: Any, start: int, rows: int, finite: bool
-) -> tuple[Any, Any]:
-    """Rows start:start + rows of X and Y, cast to the parameters' dtype.
+def load_chunk(params: Params, X: Any, Y: Any, rows: slice, finite: bool) -> tuple[Any, Any]:
+    """Rows ``rows`` of X and Y, cast to the parameters' dtype.
 
     Checked for NaN and Inf when ``finite``. Casting chunk by chunk keeps a
     float64 X from being copied whole.
     """
-    X_chunk, Y_chunk = X[start : start + rows], Y[start : start + rows]
+    X_chunk, Y_chunk = X[rows], Y[rows]
     if finite:
-        validation.check_finite(X_chunk, "X", start)
-        validation.check_finite(Y_chunk, "y", start)
+        validation.check_finite(X_chunk, "X", rows.start)
+        validation.check_finite(Y_chunk, "y", rows.start)
     return X_chunk.astype(params.dtype, copy=False), Y_chunk.astype(params.dtype, copy=False)

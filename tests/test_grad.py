@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import tracemalloc
 
@@ -12,7 +13,7 @@ from conftest import numpy_cupy_allclose
 import gpunet
 from gpunet import Params, loss_and_grad
 from gpunet.gradcheck import gradient_errors, numerical_grad
-from gpunet.model import WORK_BUFFERS, lane_bounds, plan_chunks
+from gpunet.lanes import lane_chunks, plan_chunks, row_bytes
 
 # (m, d, n, p): the seed's scalar x and single output, then wider cases.
 SHAPES = [(20, 1, 5, 1), (30, 4, 6, 3), (1, 3, 4, 2), (25, 3, 1, 1), (16, 2, 3, 1)]
@@ -149,18 +150,58 @@ def test_chunked_equals_one_shot(p, budget):
 @pytest.mark.parametrize("m", [1, 2, 10, 999, 16384, 100_003])
 @pytest.mark.parametrize("budget", [4 * 7 * 8, 10**5, 10**9])
 def test_cpu_lanes_share_the_samples_evenly_within_the_budget(monkeypatch, lanes, m, budget):
-    monkeypatch.setattr(gpunet.model, "cpu_lanes", lambda: lanes)
+    monkeypatch.setattr(gpunet.lanes, "cpu_lanes", lambda: lanes)
     params = Params.init(5, 7, seed=0)
     rows, used = plan_chunks(params, m, budget)
-    bounds = lane_bounds(m, used)
-    shares = np.diff(bounds)
-    assert bounds[0] == 0 and bounds[-1] == m and shares.max() - shares.min() <= 1
     assert used <= lanes and (used == lanes or m < lanes * rows)
-    # Within a lane the chunks are equal but for the last, which is not much shorter.
-    chunks = -(-shares.max() // rows)
-    assert (chunks - 1) * rows < shares.max() <= chunks * rows
-    assert shares.max() - (chunks - 1) * rows > rows - chunks
-    assert rows * used * WORK_BUFFERS * 7 * 8 <= max(budget, used * WORK_BUFFERS * 7 * 8)
+    assert rows * used * row_bytes(params) <= max(budget, used * row_bytes(params))
+    chunks = lane_chunks(m, rows, used)
+    flat = [r for lane in chunks for r in lane]  # every sample once, in order:
+    assert flat[0].start == 0 and flat[-1].stop == m
+    assert all(a.stop == b.start for a, b in itertools.pairwise(flat))
+    shares = [lane[-1].stop - lane[0].start for lane in chunks]
+    assert max(shares) - min(shares) <= 1
+    for lane in chunks:  # equal chunks within a lane but for the last, not much shorter
+        sizes = [r.stop - r.start for r in lane]
+        assert max(sizes) == sizes[0] <= rows and sizes[-1] >= rows - len(sizes)
+
+
+def fresh_gradient(params, X, Y):
+    """The gradient from new buffers (never a thread's reused ones), for comparison."""
+    from gpunet.grad import gradient_sums
+    from gpunet.model import check_data
+
+    return gradient_sums(params, *check_data(params, X, Y), 2**28, True).result()
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_a_minibatch_gradient_reusing_the_threads_buffers_is_the_fresh_one(p):
+    results, expected = [], []
+    for seed in range(4):  # same shapes, other values: each call reuses the last one's buffers
+        params, X, Y = random_problem(16 + seed, 3, 5, p, seed=seed)
+        results.append(loss_and_grad(params, X, Y))
+        expected.append(fresh_gradient(params, X, Y))
+    for (loss, grads), (want_loss, want_grads) in zip(results, expected, strict=True):
+        assert float(loss) == float(want_loss)  # and earlier results were not overwritten
+        for got, want in zip(grads, want_grads, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_threads_do_not_share_reused_buffers():
+    import concurrent.futures
+
+    problems = [random_problem(40, 3, 6, 1, seed=seed) for seed in range(8)]
+    expected = [fresh_gradient(*problem) for problem in problems]
+
+    def repeatedly(index):
+        return [loss_and_grad(*problems[index]) for _ in range(50)][-1]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for (loss, grads), (want_loss, want_grads) in zip(
+                pool.map(repeatedly, range(8)), expected, strict=True):
+            assert float(loss) == float(want_loss)
+            for got, want in zip(grads, want_grads, strict=True):
+                np.testing.assert_array_equal(got, want)
 
 
 def test_gradients_are_c_contiguous():
