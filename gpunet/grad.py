@@ -9,7 +9,8 @@ With A = σ(X W1ᵀ + b1), H = A W2ᵀ + b2 and R = H − Y:
 
 For one output (p = 1), R W2 is the outer product r w2 and Δ = diag(r) S diag(w2),
 so Δ is never formed: ∂J/∂W1 = diag(w2) Sᵀ (r ⊙ X) / m and ∂J/∂b1 = diag(w2) Sᵀ r / m,
-which saves two passes over the (m, n) block.
+which saves two passes over the (m, n) block. Both come from one GEMM, with
+X̃ = [X | 1]: [∂J/∂W1 | ∂J/∂b1]ᵀ = X̃ᵀ Δ / m (for p = 1, (diag(r) X̃)ᵀ S diag(w2) / m).
 
 In the seed's notation (p = 1, ω₂,ₖ the k-th entry of W2, ω₁,ₖ the k-th row of
 W1), ∂J/∂ω₂,ₖ = 1/m Σ_i r_i σ_ik and ∂J/∂ω₁,ₖ = ω₂,ₖ/m Σ_i r_i σ_ik(1 − σ_ik) x_i:
@@ -42,9 +43,10 @@ class GradientSums:
     Holds the (rows, n) work buffers it reuses from chunk to chunk, so adding a
     chunk allocates nothing of size rows × n.
 
-    On the CPU the backward pass uses the hidden layer's X̃ = [X | 1] (see
-    gpunet.model.HiddenLayer): X̃ᵀ Δ (d + 1, n) holds the sums of ∂W1ᵀ and, in
-    its last row, of ∂b1, from one GEMM (for p = 1, with X̃ scaled by r first).
+    The first layer's terms are summed as X̃ᵀ Δ (d + 1, n), X̃ = [X | 1] from
+    gpunet.model.HiddenLayer: its first d rows are the sums of ∂W1ᵀ and its
+    last those of ∂b1, from one GEMM (for p = 1, Δ's diag(r) is put on X̃,
+    [r ⊙ X | r], and diag(w2) waits for :meth:`result`).
     """
 
     def __init__(self, params: Params, rows: int) -> None:
@@ -54,17 +56,10 @@ class GradientSums:
         self.count = 0
         self._layer = HiddenLayer(params, rows)
         self._slope = xp.empty((rows, n), dtype=dtype)
+        self._first = xp.zeros((d + 1, n), dtype=dtype)
         w2, b2 = xp.zeros_like(params.w2), xp.zeros_like(params.b2)
-        if self._layer.on_cpu:
-            # Summed as X̃ᵀ Δ; the sums of ∂W1 and ∂b1 are views of it.
-            self._first = xp.zeros((d + 1, n), dtype=dtype)
-            self._totals = (self._first, w2, b2)
-            w1, b1 = self._first[:d].T, self._first[d]
-        else:
-            self._scaled = xp.empty((rows, d), dtype=dtype)  # r ⊙ X for p = 1
-            w1, b1 = xp.zeros_like(params.w1), xp.zeros_like(params.b1)
-            self._totals = (w1, b1, w2, b2)
-        self.sums = (w1, b1, w2, b2)
+        self._totals = (self._first, w2, b2)
+        self.sums = (self._first[:d].T, self._first[d], w2, b2)
         """The sums of the terms of ∂J/∂W1, b1, W2, b2, in that order."""
 
     def fits(self, params: Params, rows: int) -> bool:
@@ -104,25 +99,11 @@ class GradientSums:
             self._add_first_layer(sigmoid_delta(upstream, hidden, out=upstream), X)
 
     def _add_first_layer(self, delta: Any, X: Any, residual: Any = None) -> None:
-        """Add Δᵀ X to the sums of ∂W1 and Σ_i Δ_i to those of ∂b1.
-
-        For p = 1, ``delta`` is S and ``residual`` r: Δ = diag(r) S diag(w2), of which
-        diag(r) goes on the inputs' side here and diag(w2) waits for :meth:`result`.
-        """
-        if self._layer.on_cpu:
-            inputs = self._layer.inputs[: X.shape[0]]
-            if residual is not None:
-                inputs *= residual  # X̃ = [X | 1] becomes [r ⊙ X | r]
-            self._first += inputs.T @ delta
-            return
-        w1, b1, _, _ = self.sums
+        """Add X̃ᵀ Δ, the terms of ∂W1ᵀ and ∂b1; for p = 1 ``delta`` is S and Δ = diag(r) S."""
+        inputs = self._layer.inputs(X)
         if residual is not None:
-            scaled = self.xp.multiply(X, residual, out=self._scaled[: X.shape[0]])
-            w1 += delta.T @ scaled
-            b1 += delta.T @ residual[:, 0]
-        else:
-            w1 += delta.T @ X
-            b1 += delta.sum(axis=0)
+            inputs *= residual  # [X | 1] becomes [r ⊙ X | r]
+        self._first += inputs.T @ delta
 
     def merge(self, other: GradientSums) -> GradientSums:
         """Add ``other``'s sums (over other samples, same parameters) into these; returns self."""

@@ -155,21 +155,22 @@ def hidden_layer(params: Params, X: Any, out: Any = None) -> Any:
 class HiddenLayer:
     """A = σ(X W1ᵀ + b1) for chunks of up to ``rows`` samples, into buffers it holds.
 
-    On the CPU a chunk is copied beside a column of ones, X̃ = [X | 1]
-    (rows, d + 1), so that one GEMM gives U = X̃ [−W1 | −b1]ᵀ = −(X W1ᵀ + b1),
-    the bias and the sign included, and σ = 1 / (1 + e^U) takes three passes
-    where adding the bias and negating would take two more (at d = 1 the GEMM
-    with k = 2 is also 3x faster than NumPy's outer product). X̃ stays in
-    ``inputs`` for the backward pass (gpunet.grad). On a GPU: X W1ᵀ, then the
-    fused bias_sigmoid kernel, one pass.
+    It also gives the chunk beside a column of ones, X̃ = [X | 1] (rows, d + 1),
+    with which the backward pass gets the sums of ∂W1 and ∂b1 from one GEMM
+    (gpunet.grad). On the CPU the forward pass uses X̃ too: one GEMM gives
+    U = X̃ [−W1 | −b1]ᵀ = −(X W1ᵀ + b1), the bias and the sign included, and
+    σ = 1 / (1 + e^U) takes three passes where adding the bias and negating
+    would take two more (at d = 1 the GEMM with k = 2 is also 3x faster than
+    NumPy's outer product). On a GPU: X W1ᵀ, then the fused bias_sigmoid
+    kernel, one pass.
     """
 
     def __init__(self, params: Params, rows: int) -> None:
         xp, dtype, (n, d) = params.xp, params.dtype, params.w1.shape
         self.on_cpu = params.backend == "numpy"
         self.activations = xp.empty((rows, n), dtype=dtype)
+        self._inputs = xp.empty((rows, d + 1), dtype=dtype)
         if self.on_cpu:
-            self.inputs = xp.empty((rows, d + 1), dtype=dtype)
             self._negated = xp.empty((n, d + 1), dtype=dtype)
         self.use(params)
 
@@ -185,10 +186,22 @@ class HiddenLayer:
         out = self.activations[: X.shape[0]]
         if not self.on_cpu:
             return hidden_layer(self.params, X, out=out)
-        inputs = self.inputs[: X.shape[0]]
-        inputs[:, :-1] = X
-        inputs[:, -1] = 1  # the backward pass may have scaled it
+        inputs = self._augment(X)
         return sigmoid_of_negated(np.matmul(inputs, self._negated.T, out=out), out=out)
+
+    def inputs(self, X: Any) -> Any:
+        """X̃ = [X | 1], (c, d + 1), for the chunk X the layer was last called on.
+
+        A view of a buffer the caller may change until the next chunk: on the
+        CPU the one the forward pass filled, on a GPU filled now.
+        """
+        return self._inputs[: X.shape[0]] if self.on_cpu else self._augment(X)
+
+    def _augment(self, X: Any) -> Any:
+        inputs = self._inputs[: X.shape[0]]
+        inputs[:, :-1] = X
+        inputs[:, -1] = 1
+        return inputs
 
 
 def output_layer(params: Params, hidden: Any) -> Any:
