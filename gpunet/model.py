@@ -221,8 +221,8 @@ def forward(params: Params, X: Any, *, max_work_bytes: int = DEFAULT_WORK_BYTES)
 
     def lane(chunks: list[slice]) -> None:
         layer = HiddenLayer(params, chunks[0].stop - chunks[0].start)
-        for rows in chunks:
-            out[rows] = output_layer(params, layer(X[rows].astype(params.dtype, copy=False)))
+        for chunk in chunks:
+            out[chunk] = output_layer(params, layer(X[chunk].astype(params.dtype, copy=False)))
 
     map_lanes(lane, lane_chunks(X.shape[0], *plan_chunks(params, X.shape[0], max_work_bytes)))
     return out
@@ -251,8 +251,8 @@ def loss(
 
     def lane(chunks: list[slice]) -> Any:
         layer, squares = HiddenLayer(params, chunks[0].stop - chunks[0].start), 0
-        for rows in chunks:
-            X_chunk, Y_chunk = load_chunk(params, X, Y, rows, check_finite)
+        for chunk in chunks:
+            X_chunk, Y_chunk = load_chunk(params, X, Y, chunk, check_finite)
             residual = output_layer(params, layer(X_chunk))
             residual -= Y_chunk
             squares = squares + params.xp.vdot(residual, residual)
