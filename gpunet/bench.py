@@ -129,8 +129,8 @@ class Settings:
             raise ValueError(f"steps must be some of {STEPS}; got {self.steps!r}")
         if self.repeats < 1 or self.warmup < 0:
             raise ValueError(f"need repeats ≥ 1 and warmup ≥ 0; got {self.repeats}, {self.warmup}")
-        if self.settle is not None and not self.settle >= 0:
-            raise ValueError(f"settle must be ≥ 0 seconds; got {self.settle!r}")
+        if self.settle is not None and not 0 <= self.settle < math.inf:
+            raise ValueError(f"settle must be ≥ 0 seconds and finite; got {self.settle!r}")
 
     def settle_seconds(self, device: str) -> float:
         return SETTLE_SECONDS[device] if self.settle is None else self.settle

@@ -132,9 +132,9 @@ def test_each_timed_step_follows_settle_seconds_of_untimed_steps():
     assert len(rounds) > 2 * 2
 
 
-@pytest.mark.parametrize("settle", [-1.0, float("nan")])
+@pytest.mark.parametrize("settle", [-1.0, float("nan"), float("inf")])
 def test_settle_must_be_a_time(settle):
-    with pytest.raises(ValueError, match="settle must be ≥ 0 seconds"):
+    with pytest.raises(ValueError, match="settle must be ≥ 0 seconds and finite"):
         bench.Settings(settle=settle)
 
 
