@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +240,66 @@ def test_fresh_inputs_differ_between_sets():
     (x1, y1), (x2, _) = bench.make_inputs(TINY[0], 2, seed=0)
     assert x1.dtype == np.float32 and x1.shape == (256, 3) and y1.shape == (256, 1)
     assert not np.array_equal(x1, x2)
+
+
+@pytest.fixture
+def gpu_stand_in(host_cupy):
+    """The CuPy stand-in with what the GPU benchmark asks of CuPy: events, device facts."""
+    import types
+
+    class Event:
+        def record(self):
+            self.at = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
+    runtime = types.SimpleNamespace(
+        getDeviceProperties=lambda device: {"l2CacheSize": 2**20, "name": b"stand-in"},
+        memGetInfo=lambda: (2**30, 2**31), runtimeGetVersion=lambda: 13000,
+        driverGetVersion=lambda: 13000)
+    host_cupy.cuda = types.SimpleNamespace(
+        is_available=lambda: True, Event=Event, runtime=runtime,
+        get_elapsed_time=lambda start, stop: (stop.at - start.at) * 1e3,
+        Device=lambda: types.SimpleNamespace(id=0, compute_capability="90"))
+    host_cupy.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
+    return host_cupy
+
+
+def test_the_gpu_benchmark_runs_through_on_the_cupy_stand_in(gpu_stand_in):
+    """Python-level faults of the GPU path show here, not in a GPU session's short time."""
+    ceilings = bench.Ceilings("gpu", {"float32": 1e12, "float64": 1e11, "tf32": 2e12}, 1e12,
+                              CEILINGS.method)
+    gpu_contenders = [c for c in all_contenders("gpu") if c.name == "gpunet-cupy"]
+    report = bench.run_benchmark(TINY, device="gpu", contenders=gpu_contenders,
+                                 settings=bench.Settings(warmup=1, repeats=2), ceilings=ceilings)
+    assert report.checks["gpunet-cupy"]["status"] == "ok"
+    rows = bench.summarize(report)
+    assert len(rows) == len(TINY) * len(bench.STEPS)
+    assert all("error" not in row and len(row["ms_all"]) == 2 for row in rows), rows
+    assert "| (256, 3, 8, 1) float32 | gpunet-cupy | gradient |" in bench.format_markdown(report)
+    assert bench.environment("gpu")["device"] == "stand-in (cuda:0)"
+    assert bench.last_level_cache_bytes("gpu") == 2**20
+
+
+def test_gpunet_bench_on_the_gpu_stand_in_writes_its_files(gpu_stand_in, tmp_path, monkeypatch):
+    ceilings = bench.Ceilings("gpu", {"float32": 1e12, "float64": 1e11}, 1e12, CEILINGS.method)
+    monkeypatch.setattr(bench, "measure_ceilings", lambda device, repeats=5: ceilings)
+    grid = tmp_path / "grid.toml"
+    grid.write_text('repeats = 2\n[[configs]]\nm = 128\nd = 2\nn = 4\n'
+                    'dtype = ["float32", "float64"]\n')
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    code = cli.main(["bench", "--device", "gpu", "--config", str(grid),
+                     "--json", str(out_json), "--markdown", str(out_md)])
+    assert code == 0
+    data = json.loads(out_json.read_text())
+    assert data["checks"]["gpunet-cupy"]["status"] == "ok"
+    timed = {(r["contender"], r["step"]) for r in data["results"] if r.get("ms_all")}
+    assert {("gpunet-cupy", step) for step in bench.STEPS} <= timed
+    assert "| (128, 2, 4, 1) float64 | gpunet-cupy | train |" in out_md.read_text()
+
+
+def test_the_gpu_check_grid_loads():
+    configs, settings = bench.load_grid(Path(__file__).parent.parent / "bench" / "gpu.toml")
+    assert settings["repeats"] >= 3 and {c.dtype for c in configs} == {"float32", "float64"}
+    assert max(c.m for c in configs) == 2**23
