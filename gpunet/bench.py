@@ -75,6 +75,9 @@ CHECK_RTOL = 1e-8
 """Largest relative error ‖g − g_gpunet‖ / ‖g_gpunet‖ a contender may show in float64."""
 LEARNING_RATE = 1e-3
 MAX_INPUT_SETS = 8
+CEILING_SIZES = {"cpu": (2048, 2**29), "gpu": (8192, 2**31)}
+"""By device: N of the N × N matmul timed for the GEMM rate, bytes of the array copied for
+the bandwidth."""
 SETTLE_SECONDS = {"cpu": 0.25, "gpu": 0.0}
 """Untimed steps, in seconds, before each timed step, by device. On the CPU a step is slowed
 by what ran before it, for about 0.1 s: measured on the 2-core VM, gpunet's step at
@@ -269,8 +272,7 @@ def measure_ceilings(device: str, repeats: int = 5) -> Ceilings:
     gpu = device == "gpu"
     xp = backend.array_module("cupy" if gpu else "numpy")
     timer = cupy_event_time if gpu else _host_timer
-    size = 8192 if gpu else 2048
-    copy_bytes = 2**31 if gpu else 2**29
+    size, copy_bytes = CEILING_SIZES[device]
     gemm = {dtype: _gemm_rate(xp, dtype, size, timer, repeats) for dtype in DTYPES}
     if gpu:
         with _cupy_tf32() as allowed:

@@ -303,3 +303,10 @@ def test_the_gpu_check_grid_loads():
     configs, settings = bench.load_grid(Path(__file__).parent.parent / "bench" / "gpu.toml")
     assert settings["repeats"] >= 3 and {c.dtype for c in configs} == {"float32", "float64"}
     assert max(c.m for c in configs) == 2**23
+
+
+def test_gpu_ceilings_are_measured_on_the_stand_in(gpu_stand_in, monkeypatch):
+    monkeypatch.setitem(bench.CEILING_SIZES, "gpu", (64, 2**20))
+    ceilings = bench.measure_ceilings("gpu", repeats=2)
+    assert ceilings.device == "gpu" and set(ceilings.gemm) >= {"float32", "float64"}
+    assert all(rate > 0 for rate in ceilings.gemm.values()) and ceilings.bandwidth > 0
