@@ -403,9 +403,9 @@ def _time_step(config: Config, step: str, contenders: Sequence[Contender],
             run = contender.gradient if step == "gradient" else contender.train_step
             result = results[contender.name]
             try:
-                if timed:  # untimed steps, on other inputs than the timed one's
+                if timed:  # untimed steps on the last round's inputs, not this round's
                     _run_for(settings.settle_seconds(contender.device), contender.timer(), run,
-                             sets[(index + 1) % len(sets)])
+                             sets[(index - 1) % len(sets)])
                 data = sets[index % len(sets)]
                 seconds = contender.timer()(lambda run=run, data=data: run(data))
             except Exception as error:
