@@ -204,6 +204,22 @@ def test_threads_do_not_share_reused_buffers():
                 np.testing.assert_array_equal(got, want)
 
 
+def test_lanes_give_the_same_bits_every_run_and_other_lane_counts_within_rounding(monkeypatch):
+    params, X, Y = random_problem(5000, 4, 16, 1, seed=7)
+    budget = 4 * 16 * 8 * 200  # chunks of a few hundred rows: several per lane
+    monkeypatch.setattr(gpunet.lanes, "cpu_lanes", lambda: 3)
+    runs = [loss_and_grad(params, X, Y, max_work_bytes=budget) for _ in range(5)]
+    for loss, grads in runs[1:]:
+        assert float(loss) == float(runs[0][0])
+        for got, want in zip(grads, runs[0][1], strict=True):
+            np.testing.assert_array_equal(got, want)
+    monkeypatch.setattr(gpunet.lanes, "cpu_lanes", lambda: 1)
+    one_loss, one_lane = loss_and_grad(params, X, Y, max_work_bytes=budget)
+    assert float(one_loss) == pytest.approx(float(runs[0][0]), rel=1e-13)
+    for got, want in zip(runs[0][1], one_lane, strict=True):
+        assert relative_error(got, want) < 1e-13
+
+
 def test_gradients_are_c_contiguous():
     params, X, Y = random_problem(50, 4, 6, 1, seed=5)
     _, grads = loss_and_grad(params, X, Y)
