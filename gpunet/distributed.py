@@ -195,7 +195,7 @@ def _on_client(params: Params, sums: GradientSums) -> GradientSums:
     if sums.params.backend == params.backend:
         return sums
     moved = copy.copy(sums)
-    moved.params, moved.xp = params, params.xp
+    moved.params = params
     moved.sums = tuple(backend.to_backend(a, params.backend) for a in sums.sums)
     moved.squares = backend.to_backend(sums.squares, params.backend)
     return moved

@@ -51,14 +51,13 @@ class GradientSums:
 
     def __init__(self, params: Params, rows: int) -> None:
         xp, dtype, (n, d) = params.xp, params.dtype, params.w1.shape
-        self.params, self.xp = params, xp
+        self.params = params
         self.squares = xp.zeros((), dtype=dtype)
         self.count = 0
         self._layer = HiddenLayer(params, rows)
         self._slope = xp.empty((rows, n), dtype=dtype)
         self._first = xp.zeros((d + 1, n), dtype=dtype)
         w2, b2 = xp.zeros_like(params.w2), xp.zeros_like(params.b2)
-        self._totals = (self._first, w2, b2)
         self.sums = (self._first[:d].T, self._first[d], w2, b2)
         """The sums of the terms of ∂J/∂W1, b1, W2, b2, in that order."""
 
@@ -71,17 +70,17 @@ class GradientSums:
 
     def reset(self, params: Params) -> GradientSums:
         """Sums of nothing yet, for ``params`` (see :meth:`fits`), in the same buffers."""
-        self.params, self.xp = params, params.xp
+        self.params = params
         self._layer.use(params)
-        for total in self._totals:
+        for total in (self._first, *self.sums[2:]):  # the sums of ∂W1 and ∂b1 view _first
             total.fill(0)
-        self.squares, self.count = self.xp.zeros((), dtype=params.dtype), 0
+        self.squares, self.count = params.xp.zeros((), dtype=params.dtype), 0
         return self
 
     def add(self, X: Any, Y: Any) -> None:
         """Add the terms of one chunk: X (c, d), Y (c, p) in the parameters' dtype, c ≤ rows."""
         params, size = self.params, X.shape[0]
-        xp, (_, _, w2, b2) = self.xp, self.sums
+        xp, (_, _, w2, b2) = params.xp, self.sums
         hidden = self._layer(X)
         residual = output_layer(params, hidden)
         residual -= Y
@@ -119,9 +118,6 @@ class GradientSums:
         keep = ("params", "sums", "squares", "count")
         return {key: value for key, value in self.__dict__.items() if key in keep}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, xp=state["params"].xp)
-
     def result(self, out: Params | None = None) -> tuple[Any, Params]:
         """(J, gradients): the sums divided by m, with diag(w2) applied for p = 1.
 
@@ -132,7 +128,7 @@ class GradientSums:
             out = params.zeros_like()
         else:
             _check_out(out, params)
-        xp, (w1, b1, w2, b2) = self.xp, self.sums
+        xp, (w1, b1, w2, b2) = params.xp, self.sums
         xp.divide(w2, m, out=out.w2)
         xp.divide(b2, m, out=out.b2)
         if params.n_outputs == 1:
